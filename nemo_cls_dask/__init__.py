@@ -1,0 +1,30 @@
+"""Transformer text classifiers as Dask DataFrame operators, on CPU and GPU.
+
+>>> from nemo_cls_dask import DistributedDataClassifier, get_client
+>>> client = get_client()
+>>> out = DistributedDataClassifier(model_identifier="debian-topics", label_field="topic")(ddf)
+"""
+
+from .classifiers import DebianTopicClassifier, DistributedDataClassifier, classify
+from .cluster import get_client
+from .engine import engine_stats, reset_engine_stats
+from .errors import InputError, ModelLoadError, ModelNotFoundError, NemoClsDaskError
+from .models import BackboneHeadModel, describe_model, load_counts
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackboneHeadModel",
+    "DebianTopicClassifier",
+    "DistributedDataClassifier",
+    "InputError",
+    "ModelLoadError",
+    "ModelNotFoundError",
+    "NemoClsDaskError",
+    "classify",
+    "describe_model",
+    "engine_stats",
+    "get_client",
+    "load_counts",
+    "reset_engine_stats",
+]

@@ -1,0 +1,297 @@
+"""``DistributedDataClassifier``: a transformer classifier as a DataFrame operator.
+
+``classifier(ddf)`` returns a lazy dask DataFrame with the same partitions, index and
+columns plus the classifier's output columns; ``classifier(pdf)`` (pandas or cuDF) does the
+same eagerly. Everything that can be wrong with the options, the frame or the model is
+checked when the operator is applied, from the model's config files alone (no weights are
+loaded on the client). ``classify(ddf, [clf1, clf2, ...])`` runs several in one pass.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import frames
+from ..batching import DEFAULT_MAX_BATCH_ROWS
+from ..engine import AUTOCAST_CHOICES, BatchSettings
+from ..errors import InputError
+from ..models.loading import ModelInfo, describe_model
+from .partition import classify_partition
+
+PADDING_SIDES = ("right", "left")
+
+
+class DistributedDataClassifier:
+    """Run a sequence classifier over every row of a (dask) DataFrame's text column.
+
+    Parameters
+    ----------
+    model_identifier
+        Hub id (``"nvidia/quality-classifier-deberta"``), a local checkpoint folder, or a
+        packaged name (``"debian-topics"``). NVIDIA ``Deberta``-head checkpoints and plain
+        transformers ``...ForSequenceClassification`` checkpoints both load.
+    text_field
+        Column holding the text. Null or non-string values give null outputs (row kept).
+    label_field
+        Output column for the predicted label (a string column; a list of labels for
+        multi-label models; the predicted value for regression models).
+    score_field
+        Optional output column with one float32 probability per label, in id order.
+    filter_by
+        Keep only rows whose predicted label is one of these (rows with null text drop).
+    max_chars
+        Cut text to this many characters before tokenizing (None: no cut).
+    max_seq_length
+        Truncate to this many tokens (None: the model's ``max_len``).
+    padding_side
+        ``"right"`` (default) or ``"left"``; each batch is padded only to its longest row.
+    sort_by_length
+        Sort rows by token length before batching (results are put back in order).
+    batch_tokens
+        Token budget per forward pass, ``rows x padded_length`` (None: 8,192 on CPU, 131,072
+        on GPU). A CUDA out-of-memory error halves the batch and retries.
+    max_batch_rows
+        Upper bound on rows per forward pass.
+    autocast
+        ``True``: bf16 (or fp16) on GPU, fp32 on CPU. ``"bf16"``/``"fp16"`` force a reduced
+        precision (also on CPU), ``False`` forces fp32.
+    device
+        ``"auto"`` (the worker's GPU if it has one, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
+    cache_dir
+        Hugging Face cache folder for hub ids (default: ``HF_HOME``); ``HF_HUB_OFFLINE=1`` is honoured.
+    """
+
+    def __init__(
+        self,
+        *,
+        model_identifier: str | os.PathLike,
+        text_field: str = "text",
+        label_field: str = "preds",
+        score_field: str | None = None,
+        filter_by: Sequence[str] | None = None,
+        max_chars: int | None = None,
+        max_seq_length: int | None = None,
+        padding_side: str = "right",
+        sort_by_length: bool = True,
+        batch_tokens: int | None = None,
+        max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS,
+        autocast: bool | str = True,
+        device: str = "auto",
+        cache_dir: str | None = None,
+    ) -> None:
+        self.model_identifier = os.fspath(model_identifier) if model_identifier is not None else None
+        self.text_field = text_field
+        self.label_field = label_field
+        self.score_field = score_field
+        self.filter_by = tuple([filter_by] if isinstance(filter_by, str) else filter_by) if filter_by is not None else None
+        self.max_chars = max_chars
+        self.max_seq_length = max_seq_length
+        self.padding_side = padding_side
+        self.sort_by_length = sort_by_length
+        self.batch_tokens = batch_tokens
+        self.max_batch_rows = max_batch_rows
+        self.autocast = autocast
+        self.device = device
+        self.cache_dir = os.fspath(cache_dir) if cache_dir is not None else None
+        self._info: ModelInfo | None = None
+        self._check_options()
+
+    # ------------------------------------------------------------------ validation
+
+    def _check_options(self) -> None:
+        if not self.model_identifier:
+            raise InputError("model_identifier is required: a hub id, a checkpoint folder or 'debian-topics'.")
+        for name in ("text_field", "label_field"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise InputError(f"{name} must be a non-empty column name, got {value!r}.")
+        if self.score_field is not None and (not isinstance(self.score_field, str) or not self.score_field):
+            raise InputError(f"score_field must be a column name or None, got {self.score_field!r}.")
+        if len(set(self.output_names())) != len(self.output_names()):
+            raise InputError(f"Output column names must differ, got {self.output_names()}.")
+        if self.filter_by is not None and (not self.filter_by or not all(isinstance(x, str) for x in self.filter_by)):
+            raise InputError(f"filter_by must be a non-empty list of label names, got {self.filter_by!r}.")
+        for name in ("max_chars", "max_seq_length", "batch_tokens"):
+            _check_positive_or_none(name, getattr(self, name))
+        _check_positive_or_none("max_batch_rows", self.max_batch_rows, allow_none=False)
+        if self.padding_side not in PADDING_SIDES:
+            raise InputError(f"padding_side must be one of {PADDING_SIDES}, got {self.padding_side!r}.")
+        if not isinstance(self.sort_by_length, bool):
+            raise InputError(f"sort_by_length must be True or False, got {self.sort_by_length!r}.")
+        if self.autocast not in AUTOCAST_CHOICES:
+            raise InputError(f"autocast must be one of {AUTOCAST_CHOICES}, got {self.autocast!r}.")
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except (RuntimeError, TypeError) as error:
+                raise InputError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}.") from error
+
+    def describe(self) -> ModelInfo:
+        """The model's labels, problem type and lengths, read from its config (cached)."""
+        if self._info is None:
+            self._info = describe_model(self.model_identifier, self.cache_dir)
+            self._check_model(self._info)
+        return self._info
+
+    def _check_model(self, info: ModelInfo) -> None:
+        if self.filter_by is not None:
+            if info.problem_type == "regression":
+                raise InputError(f"filter_by needs a classifier; {info.path} is a regression model.")
+            unknown = [label for label in self.filter_by if label not in info.labels]
+            if unknown:
+                raise InputError(f"filter_by labels {unknown} are not labels of the model; choose from {list(info.labels)}.")
+        if self.score_field is not None and info.problem_type == "regression":
+            raise InputError("score_field is for classifiers; a regression model writes its value to label_field.")
+
+    def validate(self, columns: Sequence[str]) -> ModelInfo:
+        """Check this operator against a frame's columns and its model; return the model info."""
+        columns = list(columns)
+        if self.text_field not in columns:
+            raise InputError(f"Text column {self.text_field!r} is not in the DataFrame; its columns are {columns}.")
+        clashes = [name for name in self.output_names() if name in columns]
+        if clashes:
+            raise InputError(
+                f"Output column(s) {clashes} already exist in the DataFrame; pass other names "
+                f"(label_field=..., score_field=...) or drop them first."
+            )
+        return self.describe()
+
+    # ------------------------------------------------------------------ outputs
+
+    def output_names(self) -> list[str]:
+        """Names of the columns this classifier adds."""
+        return [self.label_field] + ([self.score_field] if self.score_field else [])
+
+    def output_dtypes(self, info: ModelInfo) -> dict[str, Any]:
+        """Column name -> dtype of what :meth:`postprocess` returns (used to build meta)."""
+        if info.problem_type == "regression":
+            label_dtype = np.dtype("float32") if info.num_outputs == 1 else frames.SCORE_LIST_DTYPE
+        elif info.problem_type == "multi_label_classification":
+            label_dtype = frames.LABEL_LIST_DTYPE
+        else:
+            label_dtype = frames.LABEL_DTYPE
+        dtypes = {self.label_field: label_dtype}
+        if self.score_field:
+            dtypes[self.score_field] = frames.SCORE_LIST_DTYPE
+        return dtypes
+
+    def postprocess(self, outputs: torch.Tensor, valid: np.ndarray, info: ModelInfo, like: Any) -> dict[str, Any]:
+        """Turn raw model outputs ``(rows, num_outputs)`` into output columns for ``like``.
+
+        Subclasses override this (and :meth:`output_dtypes`) for other column layouts.
+        """
+        if info.problem_type == "regression":
+            if info.num_outputs == 1:
+                return {self.label_field: frames.float_column(outputs[:, 0], valid, like)}
+            return {self.label_field: frames.float_list_column(outputs, valid, like)}
+        if info.problem_type == "multi_label_classification":
+            probabilities = torch.sigmoid(outputs)
+            chosen = probabilities >= _thresholds(info, outputs.device)
+            columns = {self.label_field: frames.label_list_column(info.labels, chosen, valid, like)}
+        else:
+            probabilities = torch.softmax(outputs, dim=-1)
+            codes = torch.nan_to_num(probabilities, nan=0.0).argmax(dim=-1)
+            columns = {self.label_field: frames.label_column(info.labels, codes, valid, like)}
+        if self.score_field:
+            columns[self.score_field] = frames.float_list_column(probabilities, valid, like)
+        return columns
+
+    def _apply_filter(self, frame: Any, info: ModelInfo) -> Any:
+        """Keep rows whose label is in ``filter_by`` (multi-label: any of its labels)."""
+        if self.filter_by is None:
+            return frame
+        labels = frame[self.label_field]
+        if info.problem_type == "multi_label_classification":
+            keep = set(self.filter_by)
+            values = frames.text_values(labels)
+            mask = np.fromiter((value is not None and bool(keep.intersection(value)) for value in values), bool, len(values))
+        else:
+            mask = labels.isin(list(self.filter_by)).fillna(False)
+        if frames.is_cudf(frame):
+            return frame[mask]
+        return frame[np.asarray(mask, dtype=bool)]
+
+    # ------------------------------------------------------------------ applying
+
+    def _batch_settings(self) -> BatchSettings:
+        return BatchSettings(
+            batch_tokens=self.batch_tokens,
+            max_batch_rows=self.max_batch_rows,
+            sort_by_length=self.sort_by_length,
+            padding_side=self.padding_side,
+            autocast=self.autocast,
+        )
+
+    def _meta_for(self, frame: Any, classifiers: Sequence[DistributedDataClassifier]) -> Any:
+        empty = frame.iloc[:0]
+        columns: dict[str, Any] = {}
+        for classifier in classifiers:
+            for name, dtype in classifier.output_dtypes(classifier.describe()).items():
+                columns[name] = frames.empty_column(dtype, empty)
+        return frames.assign_columns(empty, columns)
+
+    def __call__(self, df: Any) -> Any:
+        """Classify ``df``: lazy for a dask DataFrame, eager for pandas or cuDF."""
+        return classify(df, [self])
+
+    def __repr__(self) -> str:
+        defaults = DistributedDataClassifier.__init__.__kwdefaults__ or {}
+        shown = [f"model_identifier={self.model_identifier!r}"] + [
+            f"{name}={getattr(self, name)!r}"
+            for name, default in defaults.items()
+            if hasattr(self, name) and getattr(self, name) != default and name != "model_identifier"
+        ]
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The cached ModelInfo is cheap to rebuild and may hold client-only paths.
+        state = dict(self.__dict__)
+        state["_info"] = None
+        return state
+
+
+def classify(df: Any, classifiers: Sequence[DistributedDataClassifier]) -> Any:
+    """Apply several classifiers in one pass over ``df`` and add all their columns.
+
+    Each partition is read once; text is tokenized once per distinct (text column,
+    tokenizer, ``max_chars``, max length), and each model runs on its batches. The result
+    equals applying the classifiers one after another, in the given order.
+    """
+    classifiers = list(classifiers)
+    if not classifiers:
+        raise InputError("classify() needs at least one classifier.")
+    for classifier in classifiers:
+        if not isinstance(classifier, DistributedDataClassifier):
+            raise InputError(f"classify() takes DistributedDataClassifier objects, got {type(classifier).__name__}.")
+    columns = list(df.columns)
+    for classifier in classifiers:
+        classifier.validate(columns)
+        columns += classifier.output_names()
+    duplicated = sorted({name for name in columns if columns.count(name) > 1})
+    if duplicated:
+        raise InputError(f"Several classifiers would write the column(s) {duplicated}; give them distinct names.")
+    function = partial(classify_partition, classifiers=tuple(classifiers))
+    if frames.is_dask(df):
+        meta = classifiers[0]._meta_for(df._meta, classifiers)
+        return df.map_partitions(function, meta=meta)
+    return function(df)
+
+
+def _check_positive_or_none(name: str, value: Any, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"{name} must be a positive integer{' or None' if allow_none else ''}, got {value!r}.")
+
+
+def _thresholds(info: ModelInfo, device: torch.device) -> torch.Tensor:
+    value = info.config.get("thresholds", 0.5)
+    if isinstance(value, dict):
+        value = [float(value.get(label, 0.5)) for label in info.labels]
+    return torch.as_tensor(value, dtype=torch.float32, device=device)

@@ -1,0 +1,149 @@
+"""A transformer backbone with a linear head, in NVIDIA NeMo Curator's hub layout.
+
+The layout (``config.json`` + ``model.safetensors``) is the one of
+``nvidia/quality-classifier-deberta`` and its siblings:
+
+* ``config.json``: ``base_model`` (backbone hub id or folder), ``fc_dropout``, ``max_len``,
+  ``id2label`` (string keys ``"0"..""N-1"``), ``label2id``.
+* ``model.safetensors``: the backbone under ``model.`` and the head as ``fc.weight`` /
+  ``fc.bias``.
+
+Backward-compatible extensions this package reads and writes (absent = NVIDIA behaviour):
+
+* ``pooling``: ``"cls"`` (default; the first real token) or ``"mean"`` (masked mean).
+* ``problem_type``: ``"single_label_classification"`` (default), ``"multi_label_classification"``
+  or ``"regression"``.
+* ``num_outputs``: head width when there are no labels (regression).
+* ``backbone_config``: the backbone's full config, so loading needs no hub access.
+* Head-only weights: when ``model.safetensors`` holds no ``model.*`` tensor, the backbone's
+  pretrained weights come from ``base_model`` (how the packaged default model ships 30 KB
+  of head instead of another copy of MiniLM).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+from transformers import AutoConfig, AutoModel, PretrainedConfig
+
+from ..errors import ModelLoadError
+from .hub import bundled_backbone_config, read_json, resolve_backbone_dir
+
+POOLINGS = ("cls", "mean")
+PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
+
+
+def head_width(config: dict[str, Any]) -> int:
+    """Number of outputs of the ``fc`` layer described by a head config."""
+    if config.get("id2label"):
+        return len(config["id2label"])
+    return int(config.get("num_outputs", 1))
+
+
+def backbone_config_from(config: dict[str, Any], cache_dir: str | None = None) -> PretrainedConfig:
+    """Build the backbone's transformers config for a head checkpoint, offline if possible.
+
+    Order: the embedded ``backbone_config``; the config of ``base_model`` found locally
+    (folder, HF cache, packaged backbone); a bundled copy of a known public config.
+    """
+    embedded = config.get("backbone_config")
+    if isinstance(embedded, dict):
+        return _config_from_dict(embedded)
+    base_model = config.get("base_model")
+    if not base_model:
+        raise ModelLoadError("Head config has no 'base_model' (the backbone's hub id or folder).")
+    folder = resolve_backbone_dir(str(base_model), cache_dir)
+    if folder is not None and (folder / "config.json").is_file():
+        return AutoConfig.from_pretrained(folder)
+    bundled = bundled_backbone_config(str(base_model))
+    if bundled is not None:
+        return _config_from_dict(bundled)
+    raise ModelLoadError(
+        f"Cannot find the config of backbone {base_model!r}: it is not a local folder, not in the "
+        f"HF cache and not a known backbone. Download it, or add 'backbone_config' to config.json."
+    )
+
+
+def _config_from_dict(values: dict[str, Any]) -> PretrainedConfig:
+    values = dict(values)
+    model_type = values.pop("model_type", None)
+    if not model_type:
+        raise ModelLoadError("backbone config has no 'model_type'.")
+    return AutoConfig.for_model(model_type, **values)
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.Tensor:
+    """Reduce token states ``(n, length, hidden)`` to one vector per row.
+
+    ``cls`` takes the first real token (position 0 with right padding, and still the
+    right token with left padding); ``mean`` averages the real tokens.
+    """
+    if how == "cls":
+        first = attention_mask.argmax(dim=1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), first]
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+
+class BackboneHeadModel(nn.Module, PyTorchModelHubMixin):
+    """Backbone -> pooling -> dropout -> ``fc``; returns raw outputs (logits or values).
+
+    ``config`` is the plain dict stored in ``config.json``; ``save_pretrained``,
+    ``from_pretrained`` and ``push_to_hub`` come from :class:`PyTorchModelHubMixin`.
+    """
+
+    def __init__(self, config: dict[str, Any], backbone: nn.Module | None = None) -> None:
+        super().__init__()
+        self.config = dict(config)
+        pooling = self.config.get("pooling", "cls")
+        if pooling not in POOLINGS:
+            raise ModelLoadError(f"config.json: pooling must be one of {POOLINGS}, got {pooling!r}.")
+        self.pooling = pooling
+        if backbone is None:
+            backbone = AutoModel.from_config(backbone_config_from(self.config))
+        self.model = backbone
+        self.dropout = nn.Dropout(float(self.config.get("fc_dropout", 0.0)))
+        self.fc = nn.Linear(self.model.config.hidden_size, head_width(self.config))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.fc(self.dropout(pool(hidden, attention_mask, self.pooling)))
+
+
+class SequenceClassificationAdapter(nn.Module):
+    """Gives a transformers ``...ForSequenceClassification`` model the same call as the head."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def check_head_config(config: dict[str, Any], source: str) -> None:
+    """Raise a clear error naming ``source`` if a head config lacks what inference needs."""
+    if not config.get("base_model") and not config.get("backbone_config"):
+        raise ModelLoadError(f"{source}: missing required key 'base_model'.")
+    problem = config.get("problem_type", "single_label_classification")
+    if problem not in PROBLEM_TYPES:
+        raise ModelLoadError(f"{source}: problem_type must be one of {PROBLEM_TYPES}, got {problem!r}.")
+    if problem != "regression" and not config.get("id2label"):
+        raise ModelLoadError(f"{source}: missing required key 'id2label' for a classifier.")
+    id2label = config.get("id2label") or {}
+    expected = {str(i) for i in range(len(id2label))}
+    if set(map(str, id2label)) != expected:
+        raise ModelLoadError(
+            f"{source}: id2label keys must be '0'..'{len(id2label) - 1}', got {sorted(id2label)}."
+        )
+
+
+def load_head_config(path) -> dict[str, Any]:
+    """Read and check ``config.json`` of a head checkpoint folder."""
+    config_file = path / "config.json"
+    config = read_json(config_file)
+    check_head_config(config, str(config_file))
+    return config
