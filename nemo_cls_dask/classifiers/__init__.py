@@ -2,5 +2,6 @@
 
 from .base import DistributedDataClassifier, classify
 from .debian import DebianTopicClassifier
+from .registry import CLASSIFIERS, make_classifier
 
-__all__ = ["DistributedDataClassifier", "DebianTopicClassifier", "classify"]
+__all__ = ["CLASSIFIERS", "DistributedDataClassifier", "DebianTopicClassifier", "classify", "make_classifier"]

@@ -37,7 +37,8 @@ class DistributedDataClassifier:
         packaged name (``"debian-topics"``). NVIDIA ``Deberta``-head checkpoints and plain
         transformers ``...ForSequenceClassification`` checkpoints both load.
     text_field
-        Column holding the text. Null or non-string values give null outputs (row kept).
+        Column holding the text. Null, non-string, empty or blank values give null outputs
+        (row kept).
     label_field
         Output column for the predicted label (a string column; a list of labels for
         multi-label models; the predicted value for regression models).

@@ -1,0 +1,626 @@
+"""Tiny, deterministic, offline checkpoints in the on-disk layouts of real hub repos.
+
+The test suite cannot download ``nvidia/quality-classifier-deberta`` or
+``HuggingFaceFW/fineweb-edu-classifier``, but it should still exercise the very
+same loading code that real checkpoints go through.  The functions here write
+small stand-ins (hidden size 32, two layers, a few hundred tokens of vocabulary)
+whose *files* look like the real repos:
+
+* :func:`make_deberta_head_checkpoint` -- the NVIDIA NeMo Curator layout: a
+  plain-dict ``config.json`` (``base_model``, ``fc_dropout``, ``max_len``,
+  ``id2label``, ``label2id``) read by ``PyTorchModelHubMixin``, a
+  ``model.safetensors`` with the backbone under ``model.`` plus a linear head
+  ``fc.weight`` / ``fc.bias``, and DeBERTa-v3 style tokenizer files.
+* :func:`make_hf_sequence_checkpoint` -- an ordinary ``save_pretrained``
+  ``*ForSequenceClassification`` checkpoint (single-label, multi-label or
+  regression, like fineweb-edu-classifier).
+* :func:`make_backbone_checkpoint` -- a bare ``AutoModel`` backbone plus
+  tokenizer, e.g. as the starting point of a fine-tuning test.
+
+Everything is built from fixed vocabularies and a seeded ``torch.Generator``, so
+two calls with the same arguments write byte-identical weights and tokenizer
+files, and nothing touches the network or the global torch RNG.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "SAMPLE_TEXTS",
+    "TINY_HIDDEN_SIZE",
+    "make_backbone_checkpoint",
+    "make_deberta_head_checkpoint",
+    "make_hf_sequence_checkpoint",
+    "make_tokenizer",
+    "tiny_backbone_config",
+]
+
+#: Hidden size of every fabricated backbone (``fc.weight`` is ``[num_labels, 32]``).
+TINY_HIDDEN_SIZE = 32
+
+_SUPPORTED_ARCHS = ("bert", "deberta")
+
+# Weight scales.  The backbone is initialised much "hotter" than the usual 0.02
+# so that attention is far from uniform and the [CLS] state really depends on
+# the text; the heads use std 1.0 so that logits are spread out and different
+# texts land on clearly different argmax labels instead of near-uniform
+# probabilities.
+_BACKBONE_STD = 0.5
+_EMBEDDING_STD = 1.0
+_HEAD_STD = 1.0
+
+# ---------------------------------------------------------------------------
+# Fixed vocabulary
+# ---------------------------------------------------------------------------
+
+# A fixed list of common English words.  Its order defines token ids, so it must
+# never be generated (sets, trained vocabularies) -- only edited by hand, and any
+# edit changes every fabricated checkpoint.
+_WORDS: tuple[str, ...] = tuple(
+    """
+    the of and to a in is it you that he was for on are with as i his they be at
+    one have this from or had by hot but some what there we can out other were all
+    your when up use word how said an each she which do their time if will way about
+    many then them would write like so these her long make thing see him two has look
+    more day could go come did my sound no most number who over know water than call
+    first people may down side been now find any new work part take get place made
+    live where after back little only round man year came show every good me give our
+    under name very through just form much great think say help low line before turn
+    cause same mean differ move right boy old too does tell sentence set three want
+    air well also play small end put home read hand port large spell add even land
+    here must big high such follow act why ask men change went light kind off need
+    house picture try us again animal point mother world near build self earth father
+    head stand own page should country found answer school grow study still learn
+    plant cover food sun four thought let keep eye never last door between city tree
+    cross since hard start might story saw far sea draw left late run while press
+    close night real life few stop open seem together next white children begin got
+    walk example ease paper often always music those both mark book letter until mile
+    river car feet care second group carry took rain eat room friend began idea fish
+    mountain north once base hear horse cut sure watch color face wood main enough
+    plain girl usual young ready above ever red list though feel talk bird soon body
+    dog family direct pose leave song measure state product black short numeral class
+    wind question happen complete ship area half rock order fire south problem piece
+    told knew pass farm top whole king size heard best hour better true during hundred
+    am remember step early hold west ground interest reach fast five sing listen six
+    table travel less morning ten simple several vowel toward war lay against pattern
+    slow center love person money serve appear road map science rule govern pull cold
+    notice voice fall power town fine certain fly unit lead cry dark machine note wait
+    plan figure star box noun field rest correct able pound done beauty drive stood
+    contain front teach week final gave green oh quick develop sleep warm free minute
+    strong special mind behind clear tail produce fact street inch lot nothing course
+    stay wheel full force blue object decide surface deep moon island foot yet busy
+    test record boat common gold possible plane age dry wonder laugh thousand ago ran
+    check game shape yes cool miss brought heat snow bed bring sit perhaps fill east
+    weight language among data model market price company government report research
+    computer software energy health team season player match goal win lost
+    recipe cook bake salt sugar oven minutes cup student teacher university policy
+    hello buy cheap today level won phone into grew eight percent demand cloud seen
+    review month expected across tonight higher install package restart walked along
+    listening birds bank kept rates global markets signal soup uses museum maps drew
+    error requested not server vote fix roads lower taxes scientists observed planet
+    brown fox jumps lazy months training finished hours carefully update security
+    private messages dogs regular exercise fresh plenty attention ancient farmers
+    learned seeds rivers rich soil spring requires companies storm gathered radio
+    nobody wanted lights spent weeks cleaning records fixing rows trained measured its
+    held learning takes words speakers practice speaking afraid making mistakes ships
+    century visitors stairs offer access credit card required cancel receive gift sign
+    midnight council met debate bus lines airport streets cars weekends traffic
+    workers cannot shop owners fewer parking spaces businesses already nearly public
+    comment voted program mayor promised monthly numbers sales officials expect buses
+    needs funding budget without major changes section bread prepared foods mix flour
+    seven fifty remains bowl thirty times strength repeat twice ball heavy pot inside
+    twenty remove completely researchers followed students schools years reading
+    later performance reported least average income books authors effect smaller
+    programs argue provide needed problems future whether produces everyone seat taken
+    """.split()
+)
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+_DIGITS = "0123456789"
+_PUNCTUATION = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
+
+
+def _dedupe(items: Iterable[str]) -> list[str]:
+    seen: set[str] = set()
+    out: list[str] = []
+    for item in items:
+        if item not in seen:
+            seen.add(item)
+            out.append(item)
+    return out
+
+
+def _bert_vocab() -> dict[str, int]:
+    """WordPiece vocabulary: specials, words, single chars, ``##`` continuations.
+
+    Every lowercase ASCII word can be spelled as ``x ##y ##z``, so English text
+    never falls back to ``[UNK]`` except for characters outside the fixed set.
+    """
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokens += list(_WORDS)
+    tokens += list(_LETTERS) + list(_DIGITS) + list(_PUNCTUATION)
+    tokens += ["##" + c for c in _LETTERS + _DIGITS]
+    return {tok: i for i, tok in enumerate(_dedupe(tokens))}
+
+
+def _deberta_vocab() -> list[tuple[str, float]]:
+    """SentencePiece-unigram style vocabulary mimicking DeBERTa-v3's layout.
+
+    Ids follow deberta-v3: ``[PAD]`` 0, ``[CLS]`` 1, ``[SEP]`` 2, ``[UNK]`` 3,
+    and ``[MASK]`` after the ordinary pieces.  Word-initial pieces carry the
+    ``▁`` (U+2581) marker.  Scores are fixed log-probabilities chosen so that
+    whole words beat spelling them out letter by letter.
+    """
+    pieces: list[tuple[str, float]] = [
+        ("[PAD]", 0.0),
+        ("[CLS]", 0.0),
+        ("[SEP]", 0.0),
+        ("[UNK]", 0.0),
+    ]
+    seen = {p for p, _ in pieces}
+
+    def add(piece: str, score: float) -> None:
+        if piece not in seen:
+            seen.add(piece)
+            pieces.append((piece, score))
+
+    for word in _WORDS:
+        add("\u2581" + word, -5.0)
+    add("\u2581", -8.0)
+    for ch in _LETTERS + _DIGITS + _PUNCTUATION:
+        add("\u2581" + ch, -9.0)
+    for ch in _LETTERS + _DIGITS + _PUNCTUATION:
+        add(ch, -10.0)
+    add("[MASK]", 0.0)
+    return pieces
+
+
+# ---------------------------------------------------------------------------
+# Tokenizers, configs, weights
+# ---------------------------------------------------------------------------
+
+
+def make_tokenizer(arch: str = "deberta", *, max_len: int = 512):
+    """Build the fixed-vocabulary fast tokenizer used by the fabricated checkpoints.
+
+    ``arch="deberta"`` gives a ``DebertaV2Tokenizer`` (unigram, ``▁`` word
+    markers, ``[CLS] ... [SEP]``, ``[PAD]`` id 0) like deberta-v3's;
+    ``arch="bert"`` gives a WordPiece ``BertTokenizer``.  Both lowercase and
+    split punctuation.  They are built through the model-specific classes
+    (rather than a generic ``PreTrainedTokenizerFast``) because in
+    transformers 5 ``AutoTokenizer`` re-creates those classes from the saved
+    vocabulary and their own ``__init__`` options, so what is saved reloads to
+    exactly the same pipeline.  ``model_max_length`` is set to ``max_len``.
+    """
+    _check_arch(arch)
+    if arch == "deberta":
+        from transformers import DebertaV2Tokenizer
+
+        return DebertaV2Tokenizer(
+            vocab=_deberta_vocab(),
+            do_lower_case=True,
+            split_by_punct=True,
+            model_max_length=max_len,
+        )
+    from transformers import BertTokenizer
+
+    return BertTokenizer(vocab=_bert_vocab(), do_lower_case=True, model_max_length=max_len)
+
+
+def tiny_backbone_config(arch: str = "deberta", *, vocab_size: int | None = None, **overrides: Any):
+    """Return the tiny ``DebertaV2Config`` / ``BertConfig`` used for fabricated models.
+
+    ``vocab_size`` defaults to the size of :func:`make_tokenizer`'s vocabulary;
+    ``overrides`` are passed to the config class (e.g. ``num_labels``).
+    """
+    _check_arch(arch)
+    if vocab_size is None:
+        vocab_size = len(_deberta_vocab()) if arch == "deberta" else len(_bert_vocab())
+    common: dict[str, Any] = dict(
+        vocab_size=vocab_size,
+        hidden_size=TINY_HIDDEN_SIZE,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        pad_token_id=0,
+    )
+    if arch == "deberta":
+        from transformers import DebertaV2Config
+
+        params = dict(
+            common,
+            relative_attention=True,
+            position_buckets=32,
+            pos_att_type=["p2c", "c2p"],
+            position_biased_input=False,
+            type_vocab_size=0,
+        )
+        params.update(overrides)
+        return DebertaV2Config(**params)
+    from transformers import BertConfig
+
+    params = dict(common)
+    params.update(overrides)
+    return BertConfig(**params)
+
+
+def _check_arch(arch: str) -> None:
+    if arch not in _SUPPORTED_ARCHS:
+        raise ValueError(f"arch must be one of {_SUPPORTED_ARCHS}, got {arch!r}")
+
+
+def _is_head(name: str) -> bool:
+    # Classification heads of *ForSequenceClassification models, and the
+    # NVIDIA ``fc``.  (``pooler``/``ContextPooler`` counts as backbone.)
+    return name in ("classifier", "fc") or name.startswith(("classifier.", "fc."))
+
+
+def _randomize(model, seed: int) -> None:
+    """Overwrite every parameter from a private generator seeded with ``seed``.
+
+    Does not depend on how a transformers version happens to initialise
+    weights, and leaves the global torch RNG alone.  LayerNorms are reset to
+    identity, embedding padding rows to zero (as real checkpoints have them).
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    done: set[int] = set()
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            own = list(module.named_parameters(recurse=False))
+            if not own:
+                continue
+            cls_name = type(module).__name__
+            if isinstance(module, torch.nn.LayerNorm) or "LayerNorm" in cls_name:
+                for pname, p in own:
+                    p.fill_(1.0 if pname == "weight" else 0.0)
+                    done.add(id(p))
+                continue
+            head = _is_head(name)
+            for pname, p in own:
+                if id(p) in done:  # tied weights
+                    continue
+                if pname == "bias":
+                    std = 0.1 * (_HEAD_STD if head else _BACKBONE_STD)
+                elif head:
+                    std = _HEAD_STD
+                elif isinstance(module, torch.nn.Embedding):
+                    std = _EMBEDDING_STD
+                else:
+                    std = _BACKBONE_STD
+                p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float32).to(p.dtype) * std)
+                done.add(id(p))
+            if isinstance(module, torch.nn.Embedding) and module.padding_idx is not None:
+                module.weight[module.padding_idx].zero_()
+
+
+def _labels_maps(labels: list[str]) -> tuple[dict[int, str], dict[str, int]]:
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"labels must be unique, got {labels!r}")
+    return {i: lab for i, lab in enumerate(labels)}, {lab: i for i, lab in enumerate(labels)}
+
+
+@contextlib.contextmanager
+def _private_rng() -> Iterator[None]:
+    """Restore the global torch CPU RNG afterwards (module construction draws from it)."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        yield
+
+
+@contextlib.contextmanager
+def _quiet_progress() -> Iterator[None]:
+    """Silence transformers' "Writing model shards" bar, restoring the previous setting."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    if was_enabled:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _prepare_dir(path: str | Path) -> Path:
+    out = Path(path).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Public fabricators
+# ---------------------------------------------------------------------------
+
+
+def make_deberta_head_checkpoint(
+    path: str | Path,
+    labels: list[str],
+    *,
+    max_len: int = 512,
+    fc_dropout: float = 0.2,
+    seed: int = 0,
+    base_model: str | None = None,
+    extra_config: dict | None = None,
+) -> Path:
+    """Write a tiny NVIDIA NeMo Curator "Deberta"-head checkpoint into ``path``.
+
+    Layout (as in nvidia/quality-classifier-deberta, nvidia/domain-classifier,
+    ...): ``config.json`` is a plain dict with ``base_model``, ``fc_dropout``,
+    ``max_len``, ``id2label`` (string keys ``"0"..``) and ``label2id``;
+    ``model.safetensors`` holds the DeBERTa-v2 backbone under ``model.`` and the
+    head ``fc.weight`` ``[len(labels), 32]`` / ``fc.bias``; the DeBERTa-v3 style
+    tokenizer files sit next to them (``AutoTokenizer.from_pretrained(path)``).
+
+    The real ``base_model`` ("microsoft/deberta-v3-base") cannot be fetched
+    offline, so by default the tiny backbone's ``config.json`` is written to
+    the sibling folder ``<path.parent>/<path.name>-backbone`` and its absolute
+    path is recorded as ``base_model``; ``AutoModel.from_config(
+    AutoConfig.from_pretrained(base_model))`` then builds a backbone whose
+    ``state_dict`` matches the ``model.``-stripped weights exactly.  The
+    checkpoint folder itself holds only the hub files.
+
+    If ``base_model`` is given it is recorded verbatim and no sibling is
+    written.  When it is a local directory with a ``config.json`` the backbone
+    is built from that config (so it must be a DeBERTa-v2 config whose
+    ``vocab_size`` covers the tiny tokenizer); otherwise (e.g. a hub id, to test
+    id mapping or failure paths) the weights still come from the tiny config.
+
+    ``extra_config`` is merged last into ``config.json`` (e.g. ``pooling`` or
+    ``problem_type`` keys that later code may read).  Weights are drawn from a
+    generator seeded with ``seed``; the head has std 1.0 so different texts get
+    clearly different argmax labels.  Returns the checkpoint folder.
+    """
+    from safetensors.torch import save_file
+    from transformers import AutoConfig, AutoModel
+
+    if not labels:
+        raise ValueError("labels must be a non-empty list")
+    id2label, label2id = _labels_maps(list(labels))
+    out = _prepare_dir(path)
+
+    tokenizer = make_tokenizer("deberta", max_len=max_len)
+    if base_model is None:
+        backbone_config = tiny_backbone_config("deberta", vocab_size=len(tokenizer))
+        backbone_dir = out.parent / f"{out.name}-backbone"
+        backbone_dir.mkdir(parents=True, exist_ok=True)
+        backbone_config.save_pretrained(backbone_dir)
+        recorded_base = str(backbone_dir)
+    else:
+        recorded_base = base_model
+        if (Path(base_model) / "config.json").is_file():
+            backbone_config = AutoConfig.from_pretrained(base_model)
+            if backbone_config.vocab_size < len(tokenizer):
+                raise ValueError(
+                    f"{base_model}: vocab_size {backbone_config.vocab_size} < tokenizer size {len(tokenizer)}"
+                )
+        else:
+            backbone_config = tiny_backbone_config("deberta", vocab_size=len(tokenizer))
+
+    import torch
+
+    with _private_rng():
+        backbone = AutoModel.from_config(backbone_config)
+        fc = torch.nn.Linear(backbone_config.hidden_size, len(labels))
+    holder = torch.nn.Module()
+    holder.model = backbone
+    holder.fc = fc
+    _randomize(holder, seed)
+
+    state = {k: v.detach().contiguous().clone() for k, v in holder.state_dict().items()}
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+
+    config: dict[str, Any] = {
+        "base_model": recorded_base,
+        "fc_dropout": fc_dropout,
+        "id2label": {str(i): lab for i, lab in id2label.items()},
+        "label2id": label2id,
+        "max_len": max_len,
+    }
+    if extra_config:
+        config.update(extra_config)
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def make_hf_sequence_checkpoint(
+    path: str | Path,
+    labels: list[str] | None,
+    *,
+    num_labels: int | None = None,
+    problem_type: str = "single_label_classification",
+    arch: str = "bert",
+    max_len: int = 512,
+    seed: int = 0,
+) -> Path:
+    """Write a tiny ``save_pretrained`` sequence-classification checkpoint into ``path``.
+
+    ``arch="bert"`` saves a ``BertForSequenceClassification`` (the shape of
+    HuggingFaceFW/fineweb-edu-classifier), ``arch="deberta"`` a
+    ``DebertaV2ForSequenceClassification``; the matching tokenizer is saved
+    alongside, so ``AutoModelForSequenceClassification.from_pretrained(path)``
+    and ``AutoTokenizer.from_pretrained(path)`` both work offline.
+
+    ``labels`` fills ``id2label``/``label2id``.  For a regression head pass
+    ``labels=None, num_labels=1, problem_type="regression"`` (the config then
+    carries transformers' default ``LABEL_0``).  ``problem_type`` is written to
+    the config as given ("single_label_classification",
+    "multi_label_classification" or "regression").  Returns the folder.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    _check_arch(arch)
+    if labels is not None:
+        labels = list(labels)
+        if num_labels is not None and num_labels != len(labels):
+            raise ValueError(f"num_labels={num_labels} does not match {len(labels)} labels")
+        num_labels = len(labels)
+    if not num_labels or num_labels < 1:
+        raise ValueError("give labels or a positive num_labels")
+
+    out = _prepare_dir(path)
+    tokenizer = make_tokenizer(arch, max_len=max_len)
+    overrides: dict[str, Any] = {"num_labels": num_labels, "problem_type": problem_type}
+    if labels is not None:
+        id2label, label2id = _labels_maps(labels)
+        overrides.update(id2label=id2label, label2id=label2id)
+    config = tiny_backbone_config(arch, vocab_size=len(tokenizer), **overrides)
+
+    with _private_rng():
+        model = AutoModelForSequenceClassification.from_config(config)
+    _randomize(model, seed)
+    model.eval()
+    with _quiet_progress():
+        model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def make_backbone_checkpoint(
+    path: str | Path,
+    *,
+    arch: str = "bert",
+    seed: int = 0,
+    max_len: int = 512,
+) -> Path:
+    """Write a tiny bare backbone (``AutoModel``: BertModel / DebertaV2Model) plus tokenizer.
+
+    Standard ``save_pretrained`` output, loadable with
+    ``AutoModel.from_pretrained(path)`` / ``AutoTokenizer.from_pretrained(path)``
+    -- the starting point for fine-tuning tests that attach a fresh head.
+    Returns the folder.
+    """
+    from transformers import AutoModel
+
+    _check_arch(arch)
+    out = _prepare_dir(path)
+    tokenizer = make_tokenizer(arch, max_len=max_len)
+    with _private_rng():
+        model = AutoModel.from_config(tiny_backbone_config(arch, vocab_size=len(tokenizer)))
+    _randomize(model, seed)
+    model.eval()
+    with _quiet_progress():
+        model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Sample texts
+# ---------------------------------------------------------------------------
+
+_LONG_1 = (
+    "The city council met on Tuesday night to debate the new transit plan, which would add "
+    "three bus lines, extend the light rail to the airport and close two downtown streets to "
+    "cars on weekends. Supporters said the plan would cut traffic, lower emissions and help "
+    "workers who cannot afford to drive, while several shop owners warned that fewer parking "
+    "spaces could hurt small businesses that already struggle with high rents. After nearly "
+    "four hours of public comment, the council voted six to three to approve a pilot program "
+    "for one year. The mayor promised to publish monthly ridership numbers and to revisit the "
+    "street closures in the spring if sales in the area fall. Officials expect the first new "
+    "buses to run in early March, and the rail extension, which still needs state funding, "
+    "could open as soon as the end of next year if the budget passes without major changes "
+    "to the transportation section."
+)
+
+_LONG_2 = (
+    "Bread is one of the oldest prepared foods, and making it at home is simpler than many "
+    "people think. Mix five hundred grams of flour with ten grams of salt, seven grams of "
+    "yeast and about three hundred and fifty grams of warm water until no dry flour remains. "
+    "Cover the bowl and let the dough rest for thirty minutes, then fold it over itself a few "
+    "times to build strength. Repeat the folding twice more over the next hour. When the "
+    "dough has doubled in size, shape it into a tight ball, place it seam side up in a floured "
+    "basket and let it rise again for about forty five minutes. Meanwhile heat the oven with a "
+    "heavy pot inside to two hundred and forty degrees. Turn the loaf into the hot pot, cut a "
+    "shallow line across the top, cover it and bake for twenty minutes, then remove the lid "
+    "and bake until the crust is deep brown. Let it cool completely before slicing."
+)
+
+_LONG_3 = (
+    "In the study, researchers followed more than two thousand students across forty schools "
+    "for three years to measure how the time spent reading for pleasure relates to later "
+    "performance in science and mathematics. Students who reported reading at least twenty "
+    "minutes a day scored higher on average, even after the team accounted for family income, "
+    "prior grades and the number of books at home. The authors caution that the data are "
+    "observational, so they cannot prove that reading causes the improvement, and they note "
+    "that the effect was smaller in schools with strong tutoring programs. Still, they argue "
+    "that libraries and quiet reading periods are cheap to provide and may help students "
+    "build the patience needed for hard problems. Future work will test whether a randomized "
+    "reading program produces the same gains."
+)
+
+#: ~40 varied, non-empty English texts from 3 to ~150 words, for exercising
+#: batching, length sorting and label diversity.  Fixed; do not reorder.
+SAMPLE_TEXTS: list[str] = [
+    "Hello there, friend.",
+    "Buy cheap watches now!",
+    "The cat sat quietly.",
+    "Stocks fell sharply on Monday.",
+    "Click here to claim your free prize today!!!",
+    "Water boils at one hundred degrees Celsius at sea level.",
+    "The home team won the match with a late goal in the final minute.",
+    "Preheat the oven, then bake the cookies for twelve minutes until golden.",
+    "I think the new phone is great, but the battery life could be better.",
+    "Photosynthesis converts light energy into chemical energy stored in sugar.",
+    "Our quarterly revenue grew eight percent, driven by strong demand for cloud software.",
+    "lol that was the funniest thing i have seen all week",
+    "The committee will review every application before the end of the month.",
+    "Rain is expected across the north tonight, with snow possible on higher ground.",
+    "To install the package, run the setup script and restart your computer.",
+    "She walked along the river at dawn, listening to the birds and the slow water.",
+    "The central bank kept interest rates unchanged, citing uncertainty in global markets.",
+    "Wear a helmet, check your brakes, and always signal before you turn.",
+    "My grandmother's soup recipe uses carrots, onions, celery, a little salt, and a lot of patience.",
+    "The museum's new exhibit explores three centuries of maps and the people who drew them.",
+    "Error 404: the page you requested could not be found on this server.",
+    "Vote for the candidate who will fix the roads and lower your taxes!",
+    "Scientists observed a distant star dimming in a pattern that suggests an orbiting planet.",
+    "The quick brown fox jumps over the lazy dog.",
+    "After months of training, the young runner finished her first marathon in under four hours.",
+    "Read the question carefully, show your work, and check every answer before you hand in the test.",
+    "The software update fixes a security problem that could let attackers read private messages.",
+    "Dogs need regular exercise, fresh water, a balanced diet, and plenty of attention from their family.",
+    "Ancient farmers learned to plant seeds near rivers, where floods left rich soil every spring.",
+    "The new policy requires companies to report their energy use and carbon emissions each year.",
+    (
+        "When the power went out during the storm, the whole street gathered on one porch with "
+        "candles, a radio, and far too many snacks, and nobody wanted to go home when the lights "
+        "came back."
+    ),
+    (
+        "The team spent two weeks cleaning the data, removing duplicate records and fixing "
+        "mislabeled rows, before they trained the first model and measured its accuracy on a "
+        "held-out test set."
+    ),
+    (
+        "Learning a second language takes time: start with common words, listen to native "
+        "speakers, practice speaking every day even when it feels awkward, and do not be afraid "
+        "of making mistakes."
+    ),
+    (
+        "The old lighthouse on the island has guided ships for more than a century, and "
+        "volunteers now keep it open for visitors who climb the narrow stairs to see the sea "
+        "from the top."
+    ),
+    (
+        "Limited time offer!!! Get three months of premium access for the price of one, no "
+        "credit card required, cancel anytime, and receive a free gift when you sign up before "
+        "midnight."
+    ),
+    _LONG_1,
+    _LONG_2,
+    _LONG_3,
+    "Good morning, everyone.",
+    "Is this seat taken?",
+]
