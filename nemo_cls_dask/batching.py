@@ -18,6 +18,10 @@ from .tokenization import EncodedTexts
 DEFAULT_CPU_BATCH_TOKENS = 8192
 DEFAULT_CUDA_BATCH_TOKENS = 131072
 DEFAULT_MAX_BATCH_ROWS = 1024
+#: Close a batch early when padding would exceed 3% of it (see plan_batches).
+DEFAULT_MIN_PADDING_EFFICIENCY = 0.97
+#: ... but only once it holds at least this share of the token budget.
+DEFAULT_MIN_FILL = 0.125
 
 
 def plan_batches(
@@ -27,30 +31,41 @@ def plan_batches(
     batch_tokens: int,
     max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS,
     sort_by_length: bool = True,
+    min_padding_efficiency: float = DEFAULT_MIN_PADDING_EFFICIENCY,
+    min_fill: float = DEFAULT_MIN_FILL,
 ) -> list[np.ndarray]:
     """Split ``rows`` (positions into ``lengths``) into batches within the token budget.
 
     With ``sort_by_length`` the rows are taken shortest first (stable, so equal lengths keep
     their order); without it, in the given order. A batch grows while
     ``rows x longest_row <= batch_tokens`` and ``rows <= max_batch_rows``; a single row longer
-    than the budget still gets a batch of its own.
+    than the budget still gets a batch of its own. A batch that already holds
+    ``min_fill x batch_tokens`` tokens is also closed when the next row would bring its share
+    of real (non-padding) tokens below ``min_padding_efficiency``: in sorted order, that is
+    where lengths jump, and a new batch wastes less than padding every row up to the jump.
     """
     if batch_tokens < 1 or max_batch_rows < 1:
         raise ValueError("batch_tokens and max_batch_rows must be positive")
     rows = np.asarray(rows, dtype=np.int64)
     if sort_by_length:
         rows = rows[np.argsort(lengths[rows], kind="stable")]
+    row_lengths = np.maximum(lengths[rows], 1).tolist()
     batches: list[np.ndarray] = []
     start = 0
     longest = 0
-    for position, row in enumerate(rows):
-        length = max(int(lengths[row]), 1)
+    real = 0
+    for position, length in enumerate(row_lengths):
         count = position - start + 1
         grown = max(longest, length)
-        if count > 1 and (count * grown > batch_tokens or count > max_batch_rows):
-            batches.append(rows[start:position])
-            start, grown = position, length
+        if count > 1:
+            over_budget = count * grown > batch_tokens or count > max_batch_rows
+            full_enough = (count - 1) * longest >= min_fill * batch_tokens
+            wasteful = full_enough and (real + length) < min_padding_efficiency * count * grown
+            if over_budget or wasteful:
+                batches.append(rows[start:position])
+                start, grown, real = position, length, 0
         longest = grown
+        real += length
     if start < len(rows):
         batches.append(rows[start:])
     return batches
