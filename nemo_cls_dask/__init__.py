@@ -5,18 +5,43 @@
 >>> out = DistributedDataClassifier(model_identifier="debian-topics", label_field="topic")(ddf)
 """
 
-from .classifiers import DebianTopicClassifier, DistributedDataClassifier, classify
+from .classifiers import (
+    ContentTypeClassifier,
+    DebianTopicClassifier,
+    DistributedDataClassifier,
+    DomainClassifier,
+    FineWebEduClassifier,
+    FineWebMixtralEduClassifier,
+    FineWebNemotronEduClassifier,
+    HubClassifier,
+    MultilingualDomainClassifier,
+    PromptTaskComplexityClassifier,
+    QualityClassifier,
+    classify,
+)
 from .cluster import get_client
 from .engine import engine_stats, reset_engine_stats
 from .errors import InputError, ModelLoadError, ModelNotFoundError, NemoClsDaskError
 from .models import BackboneHeadModel, describe_model, load_counts
+from .train import TextClassifier, TrainingError
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackboneHeadModel",
+    "ContentTypeClassifier",
     "DebianTopicClassifier",
     "DistributedDataClassifier",
+    "DomainClassifier",
+    "FineWebEduClassifier",
+    "FineWebMixtralEduClassifier",
+    "FineWebNemotronEduClassifier",
+    "HubClassifier",
+    "MultilingualDomainClassifier",
+    "PromptTaskComplexityClassifier",
+    "QualityClassifier",
+    "TextClassifier",
+    "TrainingError",
     "InputError",
     "ModelLoadError",
     "ModelNotFoundError",

@@ -101,7 +101,7 @@ def run_classify(args: argparse.Namespace) -> int:
             raise NemoClsDaskError(f"--truth-field {truth_field!r} is not a column; columns: {list(frame.columns)}")
         result = classify(frame, classifiers)
         fmt = output_format(output, args.format)
-        labels = result[classifiers[0].label_field]
+        labels = result[classifiers[0].summary_column()]
         pieces: dict[str, Any] = {"written": write_frame(result, output, fmt, compute=False), "labels": labels.value_counts(dropna=False, split_out=1)}
         if truth_field is not None:
             pieces["correct"] = (labels == result[truth_field]).sum()

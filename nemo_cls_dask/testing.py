@@ -16,6 +16,13 @@ whose *files* look like the real repos:
   regression, like fineweb-edu-classifier).
 * :func:`make_backbone_checkpoint` -- a bare ``AutoModel`` backbone plus
   tokenizer, e.g. as the starting point of a fine-tuning test.
+* :func:`make_prompt_complexity_checkpoint` -- the multi-head layout of
+  nvidia/prompt-task-and-complexity-classifier (``target_sizes`` and its maps,
+  ``backbone.*`` and ``head_<i>.fc.*`` weights).
+* :func:`make_nvidia_checkpoint` -- the stand-in for any ready-made NVIDIA
+  classifier by its short name (``"quality"``, ``"fineweb-edu"``, ...), with
+  that repo's real labels, lengths and layout; :func:`make_fake_hf_cache` puts
+  such folders into a Hugging Face cache layout so hub ids resolve offline.
 
 Everything is built from fixed vocabularies and a seeded ``torch.Generator``, so
 two calls with the same arguments write byte-identical weights and tokenizer
@@ -33,9 +40,13 @@ from typing import Any
 __all__ = [
     "SAMPLE_TEXTS",
     "TINY_HIDDEN_SIZE",
+    "PROMPT_COMPLEXITY_CONFIG",
     "make_backbone_checkpoint",
     "make_deberta_head_checkpoint",
+    "make_fake_hf_cache",
     "make_hf_sequence_checkpoint",
+    "make_nvidia_checkpoint",
+    "make_prompt_complexity_checkpoint",
     "make_tokenizer",
     "tiny_backbone_config",
 ]
@@ -514,6 +525,221 @@ def make_backbone_checkpoint(
         model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+# ---------------------------------------------------------------------------
+# NVIDIA NeMo Curator classifiers
+# ---------------------------------------------------------------------------
+
+#: The maps of nvidia/prompt-task-and-complexity-classifier's ``config.json``
+#: (public facts of that repo; ``base_model`` is replaced by the tiny backbone).
+PROMPT_COMPLEXITY_CONFIG: dict[str, Any] = {
+    "base_model": "microsoft/DeBERTa-v3-base",
+    "config_path": None,
+    "fc_dropout": 0.2,
+    "targets": [
+        "task_type_1",
+        "task_type_2",
+        "task_type_prob",
+        "creativity_scope",
+        "reasoning",
+        "contextual_knowledge",
+        "number_of_few_shots",
+        "domain_knowledge",
+        "no_label_reason",
+        "constraint_ct",
+        "prompt_complexity_score",
+    ],
+    "target_sizes": {
+        "task_type": 12,
+        "creativity_scope": 3,
+        "reasoning": 2,
+        "contextual_knowledge": 2,
+        "number_of_few_shots": 6,
+        "domain_knowledge": 4,
+        "no_label_reason": 1,
+        "constraint_ct": 2,
+    },
+    "task_type_map": {
+        str(i): name
+        for i, name in enumerate(
+            [
+                "Brainstorming",
+                "Chatbot",
+                "Classification",
+                "Closed QA",
+                "Code Generation",
+                "Extraction",
+                "Open QA",
+                "Other",
+                "Rewrite",
+                "Summarization",
+                "Text Generation",
+                "Unknown",
+            ]
+        )
+    },
+    "weights_map": {
+        "creativity_scope": [2, 1, 0],
+        "reasoning": [0, 1],
+        "contextual_knowledge": [0, 1],
+        "number_of_few_shots": [0, 1, 2, 3, 4, 5],
+        "domain_knowledge": [3, 1, 2, 0],
+        "no_label_reason": [0],
+        "constraint_ct": [1, 0],
+    },
+    "divisor_map": {
+        "creativity_scope": 2,
+        "reasoning": 1,
+        "contextual_knowledge": 1,
+        "number_of_few_shots": 1,
+        "domain_knowledge": 3,
+        "no_label_reason": 1,
+        "constraint_ct": 1,
+    },
+}
+
+
+def make_prompt_complexity_checkpoint(
+    path: str | Path,
+    *,
+    seed: int = 0,
+    base_model: str | None = None,
+    config_overrides: dict | None = None,
+    drop_config_keys: Iterable[str] = (),
+) -> Path:
+    """Write a tiny stand-in of nvidia/prompt-task-and-complexity-classifier into ``path``.
+
+    ``config.json`` holds the real repo's keys and maps (:data:`PROMPT_COMPLEXITY_CONFIG`:
+    ``targets``, ``target_sizes``, ``task_type_map``, ``weights_map``, ``divisor_map``, no
+    ``model_type``); ``model.safetensors`` the DeBERTa-v2 backbone under ``backbone.`` and
+    one ``head_<i>.fc.weight`` / ``head_<i>.fc.bias`` per target, in ``target_sizes``
+    order; DeBERTa-v3 style tokenizer files sit beside them. As in
+    :func:`make_deberta_head_checkpoint`, ``base_model`` is the absolute path of a sibling
+    folder with the tiny backbone's config unless given. ``config_overrides`` are merged
+    into the config and ``drop_config_keys`` removed (to fabricate broken checkpoints).
+    """
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoModel
+
+    out = _prepare_dir(path)
+    tokenizer = make_tokenizer("deberta", max_len=512)
+    backbone_config = tiny_backbone_config("deberta", vocab_size=len(tokenizer))
+    if base_model is None:
+        backbone_dir = out.parent / f"{out.name}-backbone"
+        backbone_dir.mkdir(parents=True, exist_ok=True)
+        backbone_config.save_pretrained(backbone_dir)
+        base_model = str(backbone_dir)
+
+    config = json.loads(json.dumps(PROMPT_COMPLEXITY_CONFIG))
+    config["base_model"] = base_model
+    config.update(config_overrides or {})
+    for key in drop_config_keys:
+        config.pop(key, None)
+
+    sizes = list(PROMPT_COMPLEXITY_CONFIG["target_sizes"].values())
+    with _private_rng():
+        holder = torch.nn.Module()
+        holder.backbone = AutoModel.from_config(backbone_config)
+        for index, size in enumerate(sizes):
+            head = torch.nn.Module()
+            head.fc = torch.nn.Linear(backbone_config.hidden_size, size)
+            holder.add_module(f"head_{index}", head)
+    _randomize_multihead(holder, seed)
+    state = {k: v.detach().contiguous().clone() for k, v in holder.state_dict().items()}
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def _randomize_multihead(holder, seed: int) -> None:
+    """:func:`_randomize`, with the ``head_<i>.fc`` layers drawn as heads (std 1.0)."""
+    import torch
+
+    _randomize(holder, seed)
+    gen = torch.Generator().manual_seed(seed + 7919)
+    with torch.no_grad():
+        for name, module in holder.named_modules():
+            if name.startswith("head_") and isinstance(module, torch.nn.Linear):
+                module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * _HEAD_STD)
+                module.bias.copy_(torch.randn(module.bias.shape, generator=gen) * 0.1 * _HEAD_STD)
+
+
+#: Short name -> (layout, labels, max_len) of the NVIDIA checkpoints the fabricator knows
+#: (filled on first use: the labels live in nemo_cls_dask.classifiers, imported lazily).
+_NVIDIA_KINDS: dict[str, tuple[str, tuple[str, ...] | None, int]] = {}
+
+
+def _nvidia_kinds() -> dict[str, tuple[str, tuple[str, ...] | None, int]]:
+    if not _NVIDIA_KINDS:
+        from .classifiers.nvidia import CONTENT_TYPE_LABELS, DOMAIN_LABELS
+
+        _NVIDIA_KINDS.update(
+            {
+                "quality": ("head", ("High", "Medium", "Low"), 1024),
+                "domain": ("head", DOMAIN_LABELS, 512),
+                "multilingual-domain": ("head", DOMAIN_LABELS, 512),
+                "content-type": ("head", CONTENT_TYPE_LABELS, 1024),
+                "fineweb-edu": ("regression", None, 512),
+                "fineweb-mixtral-edu": ("regression", None, 512),
+                "fineweb-nemotron-edu": ("regression", None, 512),
+                "prompt-task-complexity": ("multihead", None, 512),
+            }
+        )
+    return _NVIDIA_KINDS
+
+
+def make_nvidia_checkpoint(kind: str, path: str | Path, *, seed: int = 0, **options: Any) -> Path:
+    """Write a tiny stand-in for the hub repo of the ready-made classifier ``kind``.
+
+    ``kind`` is a short name of :data:`nemo_cls_dask.classifiers.CLASSIFIERS`:
+
+    * ``quality``, ``domain``, ``multilingual-domain``, ``content-type``: the NVIDIA
+      "Deberta" head layout (:func:`make_deberta_head_checkpoint`) with the real repo's
+      labels in id order and its ``max_len``;
+    * ``fineweb-edu``, ``fineweb-mixtral-edu``, ``fineweb-nemotron-edu``: a
+      ``BertForSequenceClassification`` with one regression output
+      (:func:`make_hf_sequence_checkpoint`);
+    * ``prompt-task-complexity``: :func:`make_prompt_complexity_checkpoint`.
+
+    ``options`` go to the underlying fabricator. Returns the folder, which the class loads
+    with ``model_identifier=<folder>`` exactly as it loads the hub repo.
+    """
+    kinds = _nvidia_kinds()
+    if kind not in kinds:
+        raise ValueError(f"Unknown NVIDIA classifier kind {kind!r}; choose from {sorted(kinds)}.")
+    layout, labels, max_len = kinds[kind]
+    if layout == "head":
+        return make_deberta_head_checkpoint(path, list(labels), max_len=max_len, seed=seed, **options)
+    if layout == "regression":
+        return make_hf_sequence_checkpoint(
+            path, None, num_labels=1, problem_type="regression", arch="bert", max_len=max_len, seed=seed, **options
+        )
+    return make_prompt_complexity_checkpoint(path, seed=seed, **options)
+
+
+def make_fake_hf_cache(cache_dir: str | Path, repos: dict[str, str | Path], *, revision: str = "0" * 40) -> Path:
+    """Lay checkpoint folders out as a Hugging Face hub cache, so hub ids resolve offline.
+
+    For each ``repo_id -> folder`` the files are copied to
+    ``<cache_dir>/models--<org>--<name>/snapshots/<revision>/`` and ``refs/main`` names
+    that revision: ``snapshot_download(repo_id, cache_dir=cache_dir, local_files_only=True)``
+    (and so ``QualityClassifier(cache_dir=cache_dir)``) then finds them. Returns ``cache_dir``.
+    """
+    import shutil
+
+    root = Path(cache_dir).expanduser().resolve()
+    for repo_id, folder in repos.items():
+        repo = root / ("models--" + repo_id.replace("/", "--"))
+        snapshot = repo / "snapshots" / revision
+        if snapshot.exists():
+            shutil.rmtree(snapshot)
+        shutil.copytree(Path(folder), snapshot)
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / "main").write_text(revision, encoding="utf-8")
+    return root
 
 
 # ---------------------------------------------------------------------------

@@ -37,17 +37,21 @@ class EncodedTexts:
 
 
 def clean_texts(values: Sequence[Any], max_chars: int | None) -> tuple[list[str], np.ndarray]:
-    """Keep strings (cut to ``max_chars``), mark everything else invalid.
+    """Keep non-blank strings (cut to ``max_chars``), mark everything else invalid.
 
     Returns the texts of the valid rows, in order, and the validity mask of all rows.
-    Nulls, numbers, bytes and other non-string values are invalid: the row is kept and its
-    outputs are null, rather than a crash or a label for the text "None".
+    Nulls, numbers, bytes and other non-string values are invalid, and so are empty or
+    whitespace-only strings (there is nothing to classify): the row is kept and its
+    outputs are null, rather than a crash or a label for the text "None" or "".
     """
-    valid = np.fromiter((isinstance(value, str) for value in values), dtype=bool, count=len(values))
-    if max_chars is None:
-        texts = [value for value in values if isinstance(value, str)]
-    else:
-        texts = [value[:max_chars] for value in values if isinstance(value, str)]
+    if max_chars is not None:
+        values = [value[:max_chars] if isinstance(value, str) else value for value in values]
+    valid = np.fromiter(
+        (isinstance(value, str) and value != "" and not value.isspace() for value in values),
+        dtype=bool,
+        count=len(values),
+    )
+    texts = [value for value, ok in zip(values, valid) if ok]
     return texts, valid
 
 

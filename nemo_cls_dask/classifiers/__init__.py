@@ -2,6 +2,32 @@
 
 from .base import DistributedDataClassifier, classify
 from .debian import DebianTopicClassifier
+from .nvidia import (
+    ContentTypeClassifier,
+    DomainClassifier,
+    FineWebEduClassifier,
+    FineWebMixtralEduClassifier,
+    FineWebNemotronEduClassifier,
+    HubClassifier,
+    MultilingualDomainClassifier,
+    QualityClassifier,
+)
+from .prompt_complexity import PromptTaskComplexityClassifier
 from .registry import CLASSIFIERS, make_classifier
 
-__all__ = ["CLASSIFIERS", "DistributedDataClassifier", "DebianTopicClassifier", "classify", "make_classifier"]
+__all__ = [
+    "CLASSIFIERS",
+    "ContentTypeClassifier",
+    "DebianTopicClassifier",
+    "DistributedDataClassifier",
+    "DomainClassifier",
+    "FineWebEduClassifier",
+    "FineWebMixtralEduClassifier",
+    "FineWebNemotronEduClassifier",
+    "HubClassifier",
+    "MultilingualDomainClassifier",
+    "PromptTaskComplexityClassifier",
+    "QualityClassifier",
+    "classify",
+    "make_classifier",
+]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -51,7 +51,10 @@ class DistributedDataClassifier:
     max_seq_length
         Truncate to this many tokens (None: the model's ``max_len``).
     padding_side
-        ``"right"`` (default) or ``"left"``; each batch is padded only to its longest row.
+        ``"right"`` (default) or ``"left"``, accepted for NeMo Curator compatibility. Each
+        batch is padded only to its own longest row, and the model always sees each row's
+        text from position 0 (encoders with absolute positions and ``[CLS]`` pooling need
+        that), so outputs do not depend on this setting.
     sort_by_length
         Sort rows by token length before batching (results are put back in order).
     batch_tokens
@@ -67,6 +70,10 @@ class DistributedDataClassifier:
     cache_dir
         Hugging Face cache folder for hub ids (default: ``HF_HOME``); ``HF_HUB_OFFLINE=1`` is honoured.
     """
+
+    #: True where the label column may be switched off (``label_field=None``), as for the
+    #: FineWeb-Edu score, whose outputs are score columns.
+    label_field_optional: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -110,6 +117,8 @@ class DistributedDataClassifier:
             raise InputError("model_identifier is required: a hub id, a checkpoint folder or 'debian-topics'.")
         for name in ("text_field", "label_field"):
             value = getattr(self, name)
+            if value is None and name == "label_field" and self.label_field_optional:
+                continue
             if not isinstance(value, str) or not value:
                 raise InputError(f"{name} must be a non-empty column name, got {value!r}.")
         if self.score_field is not None and (not isinstance(self.score_field, str) or not self.score_field):
@@ -141,6 +150,12 @@ class DistributedDataClassifier:
         return self._info
 
     def _check_model(self, info: ModelInfo) -> None:
+        if info.problem_type not in ("single_label_classification", "multi_label_classification", "regression"):
+            raise InputError(
+                f"{info.path} is a {info.layout!r} checkpoint ({info.problem_type}) whose outputs "
+                f"{type(self).__name__} cannot read; use the classifier made for it (for "
+                f"'target_sizes' multi-head checkpoints: PromptTaskComplexityClassifier)."
+            )
         if self.filter_by is not None:
             if info.problem_type == "regression":
                 raise InputError(f"filter_by needs a classifier; {info.path} is a regression model.")
@@ -168,6 +183,10 @@ class DistributedDataClassifier:
     def output_names(self) -> list[str]:
         """Names of the columns this classifier adds."""
         return [self.label_field] + ([self.score_field] if self.score_field else [])
+
+    def summary_column(self) -> str:
+        """The output column whose value counts summarize a run (the CLI prints them)."""
+        return self.label_field
 
     def output_dtypes(self, info: ModelInfo) -> dict[str, Any]:
         """Column name -> dtype of what :meth:`postprocess` returns (used to build meta)."""
@@ -211,7 +230,12 @@ class DistributedDataClassifier:
         if info.problem_type == "multi_label_classification":
             keep = set(self.filter_by)
             values = frames.text_values(labels)
-            mask = np.fromiter((value is not None and bool(keep.intersection(value)) for value in values), bool, len(values))
+            # Null rows come back as None (cuDF) or pd.NA (pandas); only lists can match.
+            mask = np.fromiter(
+                (isinstance(value, (list, tuple, np.ndarray)) and bool(keep.intersection(value)) for value in values),
+                bool,
+                len(values),
+            )
         else:
             mask = labels.isin(list(self.filter_by)).fillna(False)
         if frames.is_cudf(frame):
@@ -270,13 +294,13 @@ def classify(df: Any, classifiers: Sequence[DistributedDataClassifier]) -> Any:
     for classifier in classifiers:
         if not isinstance(classifier, DistributedDataClassifier):
             raise InputError(f"classify() takes DistributedDataClassifier objects, got {type(classifier).__name__}.")
+    outputs = [name for classifier in classifiers for name in classifier.output_names()]
+    duplicated = sorted({name for name in outputs if outputs.count(name) > 1})
+    if duplicated:
+        raise InputError(f"Several classifiers would write the column(s) {duplicated}; give them distinct names.")
     columns = list(df.columns)
     for classifier in classifiers:
         classifier.validate(columns)
-        columns += classifier.output_names()
-    duplicated = sorted({name for name in columns if columns.count(name) > 1})
-    if duplicated:
-        raise InputError(f"Several classifiers would write the column(s) {duplicated}; give them distinct names.")
     function = partial(classify_partition, classifiers=tuple(classifiers))
     if frames.is_dask(df):
         meta = classifiers[0]._meta_for(df._meta, classifiers)

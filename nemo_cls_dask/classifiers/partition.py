@@ -3,7 +3,8 @@
 It lives in an importable module (not ``__main__``) so workers import it instead of
 receiving it with every task; the models it uses come from the per-process registry.
 Several classifiers can run in one call: the partition is read once, and texts are
-tokenized once per distinct (text column, tokenizer, max_chars, max length).
+tokenized once per distinct (text column, tokenizer, max_chars, max length), where
+"tokenizer" means the tokenizer files' content (:func:`~nemo_cls_dask.models.loading.tokenizer_fingerprint`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def classify_partition(part: Any, classifiers: Sequence[DistributedDataClassifie
         if text_key not in texts_cache:
             texts_cache[text_key] = clean_texts(text_values(part[classifier.text_field]), max_chars)
         texts, valid = texts_cache[text_key]
-        encode_key = (text_key, str(loaded.info.tokenizer_path), max_length)
+        # Same tokenizer files (not just the same folder) tokenize alike: share the ids.
+        encode_key = (text_key, loaded.info.tokenizer_key or str(loaded.info.tokenizer_path), max_length)
         if encode_key not in encoded_cache:
             encoded_cache[encode_key] = encode(loaded.tokenizer, texts, valid, max_length)
         outputs = run_model(loaded, encoded_cache[encode_key], classifier._batch_settings())

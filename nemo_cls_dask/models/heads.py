@@ -75,6 +75,22 @@ def _config_from_dict(values: dict[str, Any]) -> PretrainedConfig:
     return AutoConfig.for_model(model_type, **values)
 
 
+def right_align(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move each row's tokens to the front, so padding is on the right.
+
+    Encoders with absolute position embeddings (BERT, MiniLM) and ``[CLS]`` poolers read
+    position 0 and number positions from 0: a left-padded row would get shifted positions
+    and, in transformers' poolers, a padding token as its ``[CLS]``. Rows already starting
+    with a real token (right padding, the default) are returned as they are.
+    """
+    if attention_mask.shape[1] == 0 or bool(attention_mask[:, 0].all()):
+        return input_ids, attention_mask
+    width = attention_mask.shape[1]
+    first = attention_mask.argmax(dim=1)
+    index = (torch.arange(width, device=attention_mask.device)[None, :] + first[:, None]) % width
+    return input_ids.gather(1, index), attention_mask.gather(1, index)
+
+
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.Tensor:
     """Reduce token states ``(n, length, hidden)`` to one vector per row.
 
@@ -109,6 +125,7 @@ class BackboneHeadModel(nn.Module, PyTorchModelHubMixin):
         self.fc = nn.Linear(self.model.config.hidden_size, head_width(self.config))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        input_ids, attention_mask = right_align(input_ids, attention_mask)
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return self.fc(self.dropout(pool(hidden, attention_mask, self.pooling)))
 
@@ -121,6 +138,7 @@ class SequenceClassificationAdapter(nn.Module):
         self.model = model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        input_ids, attention_mask = right_align(input_ids, attention_mask)
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
 

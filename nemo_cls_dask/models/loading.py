@@ -7,6 +7,8 @@ process and keeps them; the task graph carries only the identifier.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,6 +26,8 @@ from .heads import (
     head_width,
 )
 from .hub import read_json, resolve_backbone_dir, resolve_model_dir
+from .multihead import LAYOUT_KEY as MULTIHEAD_KEY
+from .multihead import check_multihead_config, load_multihead_module, target_sizes
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "spm.model", "vocab.txt")
 _HUGE = 10**9  # tokenizers report int(1e30) when they do not know their maximum length
@@ -34,33 +38,32 @@ class ModelInfo:
     """What the operator needs to know about a checkpoint without loading its weights."""
 
     path: Path
-    layout: str  # "head" (NVIDIA backbone + fc) or "hf" (transformers sequence classification)
+    layout: str  # "head" (NVIDIA backbone + fc), "hf" (transformers sequence classification)
+    # or "multihead" (NVIDIA backbone + one fc per target, e.g. prompt task and complexity)
     problem_type: str
     labels: tuple[str, ...] | None  # in id order; None for unlabeled regression outputs
     num_outputs: int
     max_len: int
     tokenizer_path: Path
     config: dict[str, Any] = field(repr=False, compare=False, hash=False)
+    #: Fingerprint of the tokenizer files: checkpoints whose tokenizers tokenize alike (the
+    #: NVIDIA DeBERTa-v3 repos each ship a copy of one tokenizer) get the same key, so a
+    #: one-pass ``classify`` tokenizes their text once.
+    tokenizer_key: str = field(default="", compare=False)
 
 
 def describe_model(identifier: str, cache_dir: str | None = None) -> ModelInfo:
     """Find a checkpoint and read its configs; raises a clear error if it cannot work."""
     path = resolve_model_dir(identifier, cache_dir)
     config = read_json(path / "config.json")
+    if MULTIHEAD_KEY in config:
+        return _describe_multihead(path, config, cache_dir)
     if "model_type" in config:
         return _describe_hf(path, config)
     check_head_config(config, str(path / "config.json"))
     _check_weights_present(path)
     labels = _labels(config)
-    tokenizer_path = path if _has_tokenizer(path) else None
-    if tokenizer_path is None:
-        backbone = resolve_backbone_dir(str(config.get("base_model", "")), cache_dir)
-        if backbone is None or not _has_tokenizer(backbone):
-            raise ModelLoadError(
-                f"{path}: no tokenizer files in the checkpoint and none found for its base_model "
-                f"{config.get('base_model')!r}."
-            )
-        tokenizer_path = backbone
+    tokenizer_path = _head_tokenizer_path(path, config, cache_dir)
     return ModelInfo(
         path=path,
         layout="head",
@@ -70,6 +73,52 @@ def describe_model(identifier: str, cache_dir: str | None = None) -> ModelInfo:
         max_len=int(config.get("max_len") or _tokenizer_max_len(tokenizer_path) or 512),
         tokenizer_path=tokenizer_path,
         config=config,
+        tokenizer_key=tokenizer_fingerprint(tokenizer_path),
+    )
+
+
+def _head_tokenizer_path(path: Path, config: dict[str, Any], cache_dir: str | None) -> Path:
+    """The checkpoint's own tokenizer, else its ``base_model``'s."""
+    if _has_tokenizer(path):
+        return path
+    backbone = resolve_backbone_dir(str(config.get("base_model", "")), cache_dir)
+    if backbone is None or not _has_tokenizer(backbone):
+        raise ModelLoadError(
+            f"{path}: no tokenizer files in the checkpoint and none found for its base_model "
+            f"{config.get('base_model')!r}."
+        )
+    return backbone
+
+
+def _describe_multihead(path: Path, config: dict[str, Any], cache_dir: str | None) -> ModelInfo:
+    """A backbone with one head per target (``target_sizes``), e.g. prompt task and complexity.
+
+    ``labels`` are the first target's class names when ``task_type_map`` gives them.
+    """
+    check_multihead_config(config, str(path / "config.json"))
+    _check_weights_present(path)
+    sizes = target_sizes(config)
+    tokenizer_path = _head_tokenizer_path(path, config, cache_dir)
+    first_map = config.get("task_type_map")
+    labels = None
+    if isinstance(first_map, dict) and first_map:
+        try:
+            labels = tuple(str(first_map[key]) for key in sorted(first_map, key=lambda k: int(k)))
+        except ValueError:
+            raise ModelLoadError(
+                f"{path / 'config.json'}: task_type_map keys must be '0'..'{len(first_map) - 1}', "
+                f"got {sorted(first_map)}."
+            ) from None
+    return ModelInfo(
+        path=path,
+        layout="multihead",
+        problem_type="multi_head",
+        labels=labels,
+        num_outputs=sum(sizes.values()),
+        max_len=int(config.get("max_len") or _tokenizer_max_len(tokenizer_path) or 512),
+        tokenizer_path=tokenizer_path,
+        config=config,
+        tokenizer_key=tokenizer_fingerprint(tokenizer_path),
     )
 
 
@@ -92,6 +141,7 @@ def _describe_hf(path: Path, config: dict[str, Any]) -> ModelInfo:
         max_len=min(_tokenizer_max_len(path) or positions, positions),
         tokenizer_path=path,
         config=config,
+        tokenizer_key=tokenizer_fingerprint(path),
     )
 
 
@@ -104,6 +154,33 @@ def _labels(config: dict[str, Any]) -> tuple[str, ...] | None:
 
 def _has_tokenizer(folder: Path) -> bool:
     return any((folder / name).is_file() for name in _TOKENIZER_FILES)
+
+
+#: Tokenizer files whose content decides how text is split into ids.
+_TOKENIZER_CONTENT_FILES = _TOKENIZER_FILES + ("special_tokens_map.json", "added_tokens.json", "merges.txt", "vocab.json")
+#: tokenizer_config.json keys that cannot change the ids of ``encode`` (it passes its own
+#: max_length and never pads), left out of the fingerprint.
+_TOKENIZER_KEYS_IGNORED = ("model_max_length", "name_or_path", "_name_or_path", "tokenizer_file", "padding_side")
+
+
+def tokenizer_fingerprint(folder: Path) -> str:
+    """A hash of the tokenizer files in ``folder`` (ignoring settings that ``encode`` overrides)."""
+    digest = hashlib.sha256()
+    for name in _TOKENIZER_CONTENT_FILES:
+        file = folder / name
+        if not file.is_file():
+            continue
+        data = file.read_bytes()
+        if name == "tokenizer_config.json":
+            try:
+                values = json.loads(data)
+                for key in _TOKENIZER_KEYS_IGNORED:
+                    values.pop(key, None)
+                data = json.dumps(values, sort_keys=True).encode()
+            except (ValueError, AttributeError):
+                pass  # unreadable: hash the raw bytes
+        digest.update(name.encode() + b"\0" + data + b"\0")
+    return digest.hexdigest()
 
 
 def _tokenizer_max_len(folder: Path) -> int | None:
@@ -133,7 +210,34 @@ def _weights_file(path: Path) -> Path:
 
 
 def _check_weights_present(path: Path) -> None:
-    _weights_file(path)
+    """Check the weights file exists and is not truncated, reading only its header."""
+    weights = _weights_file(path)
+    if weights.suffix == ".safetensors":
+        check_safetensors_complete(weights)
+
+
+def check_safetensors_complete(file: Path) -> None:
+    """Raise :class:`ModelLoadError` if ``file`` is shorter than its header says.
+
+    A safetensors file is an 8-byte header length, a JSON header with each tensor's byte
+    range, then the data; comparing the ranges to the file size catches interrupted
+    downloads and copies when the operator is applied, without loading any weights.
+    """
+    size = file.stat().st_size
+    try:
+        with file.open("rb") as handle:
+            header_length = int.from_bytes(handle.read(8), "little")
+            if header_length <= 0 or 8 + header_length > size:
+                raise ValueError("header longer than the file")
+            header = json.loads(handle.read(header_length))
+        data_end = max((entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"), default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
+        raise ModelLoadError(f"Cannot read weights {file}: not a valid safetensors file ({error}).") from error
+    if 8 + header_length + data_end > size:
+        raise ModelLoadError(
+            f"Weights file {file} is truncated: its header describes {8 + header_length + data_end} bytes "
+            f"but the file has {size}. Download or copy it again."
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -168,7 +272,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 def get_model(identifier: str, cache_dir: str | None = None, device: str | torch.device = "auto") -> LoadedModel:
     """The model for ``identifier`` on ``device``, loaded on first use in this process."""
     target = resolve_device(device)
-    key = (str(identifier), cache_dir, str(target))
+    # Key by the resolved folder, so "./m" and "/abs/m" share one loaded model.
+    key = (str(resolve_model_dir(identifier, cache_dir)), cache_dir, str(target))
     loaded = _REGISTRY.get(key)
     if loaded is not None:
         return loaded
@@ -218,10 +323,24 @@ def _load_module(info: ModelInfo, cache_dir: str | None) -> nn.Module:
         from transformers import AutoModelForSequenceClassification
 
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(info.path, use_safetensors=True)
+            model, loading = AutoModelForSequenceClassification.from_pretrained(
+                info.path, use_safetensors=True, output_loading_info=True
+            )
         except Exception as error:
-            raise ModelLoadError(f"Cannot load the model in {info.path}: {error}") from error
+            raise ModelLoadError(
+                f"Cannot load the model in {info.path} (weights {_weights_file(info.path)}): {error}"
+            ) from error
+        # transformers fills missing weights with random ones and only logs it: refuse instead.
+        missing = sorted(loading.get("missing_keys") or ())
+        mismatched = sorted(str(item[0] if isinstance(item, tuple) else item) for item in loading.get("mismatched_keys") or ())
+        if missing or mismatched:
+            raise ModelLoadError(
+                f"{_weights_file(info.path)} does not match {info.path / 'config.json'}: missing {missing[:5]}"
+                f"{'...' if len(missing) > 5 else ''}, wrong shape {mismatched[:5]}."
+            )
         return SequenceClassificationAdapter(model)
+    if info.layout == "multihead":
+        return load_multihead_module(info.path, info.config, _weights_file(info.path), cache_dir)
     return load_head_module(info.path, info.config, cache_dir)
 
 

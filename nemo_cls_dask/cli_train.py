@@ -1,0 +1,162 @@
+"""``nemo-cls-dask train``: fine-tune a classifier on a jsonl/parquet file or folder.
+
+The saved folder loads with ``nemo-cls-dask classify --model DIR`` and
+``DistributedDataClassifier(model_identifier=DIR)``. Wire it into the main parser with::
+
+    from .cli_train import add_train_parser, run_train
+    add_train_parser(commands)            # commands = parser.add_subparsers(...)
+    ...
+    if args.command == "train":
+        return run_train(args)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import NemoClsDaskError
+
+
+def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``train`` subcommand to ``subparsers`` (from ``add_subparsers``) and return it."""
+    train = subparsers.add_parser(
+        "train",
+        help="fine-tune a text classifier on a jsonl/parquet file or folder",
+        description="Fine-tune a transformer text classifier (single-label, multi-label or regression) "
+        "and save it in the layout that 'classify --model DIR' loads.",
+    )
+    train.add_argument("input", help="training data: jsonl/parquet file or folder")
+    train.add_argument("--out", required=True, help="folder to save the classifier to")
+    train.add_argument("--text-field", default="text")
+    train.add_argument("--label-field", default="label", help="label column (regression: comma-separated target columns)")
+    train.add_argument("--problem", default="single_label", choices=["single_label", "multi_label", "regression"])
+    train.add_argument("--backbone", default="sentence-transformers/all-MiniLM-L6-v2", help="hub id or folder of the encoder")
+    train.add_argument("--labels", default=None, help="comma-separated class names (default: those in the data)")
+    train.add_argument("--label-sep", default=None, help="multi-label: delimiter of labels in a string column")
+    train.add_argument("--validation", default=None, help="validation jsonl/parquet file or folder (default: hold out --validation-fraction)")
+    train.add_argument("--validation-fraction", type=float, default=0.1)
+    train.add_argument("--epochs", type=int, default=3)
+    train.add_argument("--lr", type=float, default=5e-5, help="learning rate of the backbone")
+    train.add_argument("--head-lr", type=float, default=None, help="learning rate of the head (default: --lr)")
+    train.add_argument("--lr-schedule", default="linear", choices=["linear", "cosine", "constant"])
+    train.add_argument("--warmup-ratio", type=float, default=0.1)
+    train.add_argument("--weight-decay", type=float, default=0.01)
+    train.add_argument("--batch-tokens", type=int, default=4096, help="tokens per training batch (rows x padded length)")
+    train.add_argument("--max-batch-rows", type=int, default=64)
+    train.add_argument("--grad-accum", type=int, default=1, help="batches per optimizer step")
+    train.add_argument("--max-len", type=int, default=128, help="tokens per text")
+    train.add_argument("--pooling", default="mean", choices=["mean", "cls"])
+    train.add_argument("--fc-dropout", type=float, default=0.1)
+    train.add_argument("--frozen-backbone", action="store_true", help="train only the head on cached embeddings (fast on CPU)")
+    train.add_argument("--class-weight", default=None, choices=["balanced"])
+    train.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE", help="stop after PATIENCE epochs without a better validation loss")
+    train.add_argument("--layerwise-lr-decay", type=float, default=1.0)
+    train.add_argument("--gradual-unfreezing", action="store_true")
+    train.add_argument("--autocast", default="auto", choices=["auto", "bf16", "fp16", "fp32"], help="auto: bf16/fp16 on GPU, fp32 on CPU")
+    train.add_argument("--in-memory", action="store_true", help="load the whole input into memory (default: stream dask partitions)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", default="auto")
+    train.add_argument("--cache-dir", default=None)
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    train.set_defaults(command="train")
+    return train
+
+
+def _autocast(value: str) -> Any:
+    return {"auto": True, "fp32": False}.get(value, value)
+
+
+def build_estimator(args: argparse.Namespace):
+    from .train import TextClassifier
+
+    return TextClassifier(
+        args.backbone,
+        problem=args.problem,
+        labels=[label.strip() for label in args.labels.split(",")] if args.labels else None,
+        label_sep=args.label_sep,
+        pooling=args.pooling,
+        max_len=args.max_len,
+        fc_dropout=args.fc_dropout,
+        epochs=args.epochs,
+        learning_rate=args.lr,
+        head_learning_rate=args.head_lr,
+        lr_schedule=args.lr_schedule,
+        warmup_ratio=args.warmup_ratio,
+        weight_decay=args.weight_decay,
+        batch_tokens=args.batch_tokens,
+        max_batch_rows=args.max_batch_rows,
+        gradient_accumulation_steps=args.grad_accum,
+        class_weight=args.class_weight,
+        autocast=_autocast(args.autocast),
+        validation_fraction=args.validation_fraction,
+        early_stopping_patience=args.early_stopping,
+        layerwise_lr_decay=args.layerwise_lr_decay,
+        gradual_unfreezing=args.gradual_unfreezing,
+        frozen_backbone=args.frozen_backbone,
+        seed=args.seed,
+        verbose=not args.quiet,
+        device=args.device,
+        cache_dir=args.cache_dir,
+    )
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Train, save to ``--out`` and print the final validation metrics. Returns the exit code.
+
+    Errors of this package are printed to stderr (exit code 2), as by ``classify``.
+    """
+    from .io import read_frame
+
+    try:
+        out = Path(args.out)
+        if out.exists() and (out.is_file() or any(out.iterdir())):
+            if not args.overwrite:
+                raise NemoClsDaskError(f"Output {out} already exists; pass --overwrite to replace it.")
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        frame = read_frame(args.input)
+        validation = read_frame(args.validation) if args.validation else None
+        if args.in_memory:
+            frame = frame.compute()
+            validation = validation.compute() if validation is not None else None
+        label_field: Any = args.label_field
+        if args.problem == "regression" and "," in label_field:
+            label_field = [name.strip() for name in label_field.split(",")]
+        clf = build_estimator(args)
+        print(f"training {args.problem} classifier on {args.input} ({frame.npartitions if hasattr(frame, 'npartitions') else 1} "
+              f"partition(s)), backbone {args.backbone}{' (frozen)' if args.frozen_backbone else ''}", flush=True)
+        started = time.perf_counter()
+        clf.fit(frame, text_field=args.text_field, label_field=label_field, validation=validation)
+        seconds = time.perf_counter() - started
+        clf.save_pretrained(out)
+    except NemoClsDaskError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"trained on {clf.n_train_rows_} rows in {seconds:.1f}s; {len(clf.history_)} epoch(s)"
+          + (f", best epoch {clf.best_epoch_}" if clf.best_epoch_ else ""))
+    metrics = clf.validation_metrics_
+    if metrics:
+        shown = {key: (round(value, 4) if isinstance(value, float) and math.isfinite(value) else value) for key, value in metrics.items()}
+        print("validation metrics: " + json.dumps(shown))
+    else:
+        print("no validation data (validation_fraction=0 and no --validation): no metrics")
+    print(f"saved to {out} (use: nemo-cls-dask classify INPUT OUTPUT --model {out})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``train`` alone (until it is wired into ``nemo-cls-dask``)."""
+    parser = argparse.ArgumentParser(prog="nemo-cls-dask")
+    add_train_parser(parser.add_subparsers(dest="command", required=True))
+    return run_train(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

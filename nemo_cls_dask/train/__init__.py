@@ -1,0 +1,5 @@
+"""Training: :class:`TextClassifier` fits transformer classifiers that the operator can run."""
+
+from .estimator import DEFAULT_BACKBONE, TextClassifier, TrainingError
+
+__all__ = ["DEFAULT_BACKBONE", "TextClassifier", "TrainingError"]

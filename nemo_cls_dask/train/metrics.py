@@ -1,0 +1,74 @@
+"""Metrics and threshold tuning in plain numpy (no scikit-learn in the library)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    return float((y_true == y_pred).mean()) if y_true.size else float("nan")
+
+
+def f1_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    """F1 = 2tp / (2tp + fp + fn); 0 where the denominator is 0 (no positives at all)."""
+    tp, fp, fn = (np.asarray(a, dtype=np.float64) for a in (tp, fp, fn))
+    denominator = 2 * tp + fp + fn
+    return np.divide(2 * tp, denominator, out=np.zeros_like(denominator), where=denominator > 0)
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
+    """Macro-F1 over the classes ``0..n_classes-1`` that occur in ``y_true`` or ``y_pred``."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    tp = np.bincount(y_true[y_true == y_pred], minlength=n_classes)
+    predicted = np.bincount(y_pred, minlength=n_classes)
+    actual = np.bincount(y_true, minlength=n_classes)
+    f1 = f1_from_counts(tp, predicted - tp, actual - tp)
+    present = (predicted + actual) > 0
+    return float(f1[present].mean()) if present.any() else float("nan")
+
+
+def multilabel_f1(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float, np.ndarray]:
+    """(micro-F1, macro-F1, per-label F1) of boolean matrices ``(n, labels)``."""
+    y_true, y_pred = np.asarray(y_true, bool), np.asarray(y_pred, bool)
+    tp = (y_true & y_pred).sum(axis=0)
+    fp = (~y_true & y_pred).sum(axis=0)
+    fn = (y_true & ~y_pred).sum(axis=0)
+    per_label = f1_from_counts(tp, fp, fn)
+    micro = float(f1_from_counts(tp.sum(), fp.sum(), fn.sum()))
+    return micro, float(per_label.mean()) if per_label.size else float("nan"), per_label
+
+
+def tune_thresholds(y_true: np.ndarray, proba: np.ndarray, default: float = 0.5) -> np.ndarray:
+    """Per-label threshold maximizing that label's F1 on ``(y_true, proba)``.
+
+    A label is predicted when ``proba >= threshold``. Every observed probability is a
+    candidate; the chosen threshold is the midpoint between the best candidate and the
+    next lower probability (a margin on both sides). Labels without a positive row keep
+    ``default``.
+    """
+    y_true, proba = np.asarray(y_true, bool), np.asarray(proba, np.float64)
+    thresholds = np.full(proba.shape[1], default, dtype=np.float64)
+    for j in range(proba.shape[1]):
+        positives = int(y_true[:, j].sum())
+        if positives == 0:
+            continue
+        order = np.argsort(-proba[:, j], kind="stable")
+        p, t = proba[order, j], y_true[order, j]
+        tp = np.cumsum(t)
+        fp = np.cumsum(~t)
+        # only the last position of each run of equal probabilities is a real cut
+        last = np.r_[p[1:] != p[:-1], True]
+        f1 = f1_from_counts(tp, fp, positives - tp)
+        f1[~last] = -1.0
+        best = int(np.argmax(f1))
+        lower = p[best + 1] if best + 1 < len(p) else 0.0
+        thresholds[j] = float((p[best] + lower) / 2.0)
+    return thresholds
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    y_true = np.asarray(y_true, np.float64).reshape(len(y_true), -1)
+    y_pred = np.asarray(y_pred, np.float64).reshape(len(y_pred), -1)
+    error = y_pred - y_true
+    return {"mse": float((error**2).mean()), "mae": float(np.abs(error).mean())}
