@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--scheduler-file", default=None, help="scheduler file of an existing Dask cluster")
     cluster.add_argument("--n-workers", type=int, default=None, help="local workers (default: one per GPU or CPU core)")
     cluster.add_argument("--cluster-device", default="auto", choices=["auto", "gpu", "cpu"], help="kind of local cluster")
+    from .cli_train import add_train_parser
+
+    add_train_parser(commands)
     return parser
 
 
@@ -64,6 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "classify":
             return run_classify(args)
+        if args.command == "train":
+            from .cli_train import run_train
+
+            return run_train(args)
     except NemoClsDaskError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

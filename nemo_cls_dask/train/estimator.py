@@ -383,8 +383,9 @@ class TextClassifier:
         if self.problem != "regression":
             return None
         n = float(summary[D.ROWS_KEY])
-        mean = np.array([summary[f"sum:{c}"] / n for c in label_fields])
-        var = np.array([summary[f"sumsq:{c}"] / n for c in label_fields]) - mean**2
+        with np.errstate(invalid="ignore", over="ignore"):  # inf targets: caught as a non-finite loss
+            mean = np.array([summary[f"sum:{c}"] / n for c in label_fields])
+            var = np.array([summary[f"sumsq:{c}"] / n for c in label_fields]) - mean**2
         std = np.sqrt(np.maximum(var, 0.0))
         std[std < 1e-8] = 1.0
         return mean.astype(np.float32), std.astype(np.float32)
