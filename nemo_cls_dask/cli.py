@@ -3,6 +3,14 @@
 ``nemo-cls-dask classify`` with no arguments runs the packaged default model
 (``debian-topics``) over the packaged sample of held-out Debian package descriptions on a
 local cluster, and prints accuracy, the majority-class baseline and docs/s.
+
+Output: one file per input file under the OUTPUT folder, at the input's relative path
+(``IN/a/part-0.parquet`` -> ``OUTPUT/a/part-0.parquet``), in the input's format unless
+``--format`` says otherwise. Each file is written atomically (temporary name, then
+rename), so a run that was killed can simply be started again: files whose output exists
+are skipped (the summary counts them), leftover temporary files are removed, and
+``--overwrite`` redoes everything. Invalid UTF-8 in jsonl input fails that file with its
+path and line (other files are still written) unless ``--encoding-errors replace``.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import NemoClsDaskError
-from .io import SAMPLE_PATH, output_format, read_frame, write_frame
+from .io import SAMPLE_PATH, output_format, read_frame
 
 DEFAULT_MODEL = "debian-topics"
 SAMPLE_TRUTH_FIELD = "section"
@@ -49,8 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     classify.add_argument("--cache-dir", default=None, help="Hugging Face cache folder")
     classify.add_argument("--truth-field", default=None, help="column with true labels: print accuracy and the majority baseline")
-    classify.add_argument("--format", default=None, choices=["parquet", "jsonl"], help="output format (default: from OUTPUT's suffix, else parquet)")
-    classify.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    classify.add_argument(
+        "--format", default=None, choices=["parquet", "jsonl"],
+        help="output format (default: each input file's own format); OUTPUT/<relative path> gets the matching suffix",
+    )
+    classify.add_argument(
+        "--overwrite", action="store_true",
+        help="redo every file (default: resume: output files that exist are complete and are skipped)",
+    )
+    classify.add_argument(
+        "--encoding-errors", default="strict", choices=["strict", "replace"],
+        help="invalid UTF-8 in jsonl input: fail naming the file and line (strict), or read it as U+FFFD (replace)",
+    )
     cluster = classify.add_argument_group("cluster")
     cluster.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
     cluster.add_argument("--scheduler-file", default=None, help="scheduler file of an existing Dask cluster")
@@ -78,53 +96,160 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check_paths(source: Path, output: Path, overwrite: bool) -> None:
+    """Refuse outputs that overlap the input; the output must be (or become) a folder."""
     source, output = source.resolve(), output.resolve()
     if output == source or source in output.parents or output in source.parents:
         raise NemoClsDaskError(f"Output {output} overlaps the input {source}; choose another output folder.")
-    occupied = output.is_file() or (output.is_dir() and any(output.iterdir()))
-    if occupied:
+    if output.is_file():
         if not overwrite:
-            raise NemoClsDaskError(f"Output {output} already exists; pass --overwrite to replace it.")
-        shutil.rmtree(output) if output.is_dir() else output.unlink()
+            raise NemoClsDaskError(f"Output {output} is a file; give a folder, or pass --overwrite to replace it.")
+        output.unlink()
 
 
 def run_classify(args: argparse.Namespace) -> int:
-    from distributed import progress
+    """Classify every input file into its own output file; skip files already done.
+
+    All pending files' work goes to the cluster at once; each file is written (atomically,
+    by a task on a worker) as soon as its partitions are classified, so a killed run keeps
+    the files it finished and a re-run does the rest.
+    """
+    import dask
+    from distributed import as_completed
 
     from .classifiers import classify
     from .cluster import get_client
     from .engine import engine_stats
+    from .io import plan_files, remove_temporaries, write_file_result
 
     source = Path(args.input) if args.input else SAMPLE_PATH
     truth_field = args.truth_field or (SAMPLE_TRUTH_FIELD if args.input is None else None)
     output = Path(args.output)
     _check_paths(source, output, args.overwrite)
+    fmt = args.format or (output_format(output) if _has_data_suffix(output) else None)
+    jobs = plan_files(source, output, fmt)
     classifiers = _build_classifiers(args)
+    for classifier in classifiers:
+        classifier.describe()  # a bad model fails here, before a cluster starts
+    _check_writable(output)
+    stale = remove_temporaries(output)
+    if args.overwrite:
+        for job in jobs:
+            job.target.unlink(missing_ok=True)
+    pending = [job for job in jobs if not job.done]
+    skipped = len(jobs) - len(pending)
+    if stale:
+        print(f"removed {len(stale)} unfinished temporary file(s) of an interrupted run")
+    if not pending:
+        print(f"all {len(jobs)} output file(s) under {output} are complete; nothing to do (--overwrite redoes them)")
+        print(f"files: 0 written, {skipped} skipped (already complete), 0 failed")
+        return 0
+    label_column = classifiers[0].summary_column()
     client = get_client(args.scheduler, scheduler_file=args.scheduler_file, device=args.cluster_device, n_workers=args.n_workers)
+    failures: list[tuple[Path, str]] = []
     try:
         workers = max(1, len(client.scheduler_info().get("workers", {})))
-        frame = read_frame(source, min_partitions=2 * workers)
-        if truth_field is not None and truth_field not in frame.columns:
-            raise NemoClsDaskError(f"--truth-field {truth_field!r} is not a column; columns: {list(frame.columns)}")
-        result = classify(frame, classifiers)
-        fmt = output_format(output, args.format)
-        labels = result[classifiers[0].summary_column()]
-        pieces: dict[str, Any] = {"written": write_frame(result, output, fmt, compute=False), "labels": labels.value_counts(dropna=False, split_out=1)}
-        if truth_field is not None:
-            pieces["correct"] = (labels == result[truth_field]).sum()
-            pieces["truth"] = result[truth_field].value_counts(split_out=1)
-        print(f"classifying {source} -> {output} ({fmt}) with {', '.join(c.model_identifier for c in classifiers)} on {workers} worker(s), {frame.npartitions} partitions")
+        per_file = max(1, -(-2 * workers // len(pending)))
+        tasks = []
+        for job in pending:
+            frame = _read_input(job.source, per_file, args.encoding_errors)
+            if truth_field is not None and truth_field not in frame.columns:
+                raise NemoClsDaskError(f"--truth-field {truth_field!r} is not a column of {job.source}; columns: {list(frame.columns)}")
+            result = classify(frame, classifiers)
+            tasks.append(dask.delayed(write_file_result)(
+                result.to_delayed(), str(job.target), job.output_format, label_column, truth_field,
+                dask_key_name=f"write-{job.target.name}-{dask.base.tokenize(str(job.target), result)}",
+            ))
+        formats = sorted({job.output_format for job in pending})
+        print(
+            f"classifying {source} -> {output} ({'/'.join(formats)}) with {', '.join(c.model_identifier for c in classifiers)} "
+            f"on {workers} worker(s): {len(pending)} file(s) to do, {skipped} already complete"
+        )
         client.run(_reset_stats)
         start = time.perf_counter()
-        futures = client.compute(list(pieces.values()))
-        progress(futures)
-        values = dict(zip(pieces, client.gather(futures)))
+        futures = client.compute(tasks)
+        job_of = {future.key: job for future, job in zip(futures, pending)}
+        summaries = []
+        for done, future in enumerate(as_completed(futures), 1):
+            job = job_of[future.key]
+            if future.status == "error":
+                failures.append((job.source, _describe_failure(job.source, future.exception())))
+                print(f"[{done}/{len(pending)}] FAILED {job.source}: {failures[-1][1]}", file=sys.stderr)
+                continue
+            summary = future.result()
+            summaries.append(summary)
+            print(f"[{done}/{len(pending)}] wrote {job.target} ({summary['rows']} rows)")
         seconds = time.perf_counter() - start
         stats = _sum_stats(client.run(engine_stats).values())
+        values = _merge_summaries(summaries)
         _print_summary(values, seconds, stats, classifiers[0], truth_field)
+        print(f"files: {len(summaries)} written, {skipped} skipped (already complete), {len(failures)} failed")
     finally:
         _close(client)
+    if failures:
+        print(f"error: {len(failures)} file(s) failed; fix them and run the same command again to finish "
+              f"(completed files are kept and skipped):", file=sys.stderr)
+        for path, message in failures:
+            print(f"  {path}: {message}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _check_writable(output: Path) -> None:
+    """Create the output folder and write a probe file there, so write errors come before any compute."""
+    from .io import OutputError, temporary_name
+
+    probe = temporary_name(output / "probe")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise OutputError(f"Cannot write to the output folder {output}: {error.strerror or error} ({error.filename or output}).") from error
+
+
+def _has_data_suffix(path: Path) -> bool:
+    from .io import JSONL_SUFFIXES, PARQUET_SUFFIXES, _suffix
+
+    return _suffix(path) in PARQUET_SUFFIXES + JSONL_SUFFIXES
+
+
+def _read_input(path: Path, min_partitions: int, encoding_errors: str) -> Any:
+    try:
+        return read_frame(path, min_partitions=min_partitions, encoding_errors=encoding_errors)
+    except UnicodeDecodeError as error:
+        raise NemoClsDaskError(_describe_failure(path, error)) from error
+
+
+def _describe_failure(path: Path, error: BaseException | None) -> str:
+    """The error of one file, with the line of the first invalid UTF-8 byte when that was it."""
+    from .io import find_invalid_utf8
+
+    text = f"{type(error).__name__}: {error}"
+    if isinstance(error, UnicodeDecodeError) or "codec can't decode" in str(error):
+        where = find_invalid_utf8(path)
+        if where is not None:
+            text = (
+                f"invalid UTF-8 at line {where[0]} (byte {where[1]}) of {path}; fix the file or pass "
+                f"--encoding-errors replace to read such bytes as U+FFFD"
+            )
+    return text
+
+
+def _merge_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    import pandas as pd
+
+    def total(key: str) -> pd.Series:
+        counts: dict[Any, int] = {}
+        for summary in summaries:
+            for label, count in summary.get(key, {}).items():
+                counts[label] = counts.get(label, 0) + count
+        return pd.Series(list(counts.values()), index=pd.Index(list(counts.keys()), dtype=object), dtype="int64")
+
+    values: dict[str, Any] = {"labels": total("labels"), "rows": sum(s["rows"] for s in summaries)}
+    if summaries and "correct" in summaries[0]:
+        values["correct"] = sum(s["correct"] for s in summaries)
+        values["truth"] = total("truth")
+    return values
 
 
 def _close(client: Any) -> None:
@@ -183,9 +308,9 @@ def _sum_stats(per_worker: Any) -> dict[str, int]:
 
 def _print_summary(values: dict[str, Any], seconds: float, stats: dict[str, int], classifier: Any, truth_field: str | None) -> None:
     counts = values["labels"]
-    rows = int(counts.sum())
+    rows = int(values.get("rows", counts.sum()))
     print()
-    print(f"rows: {rows}   time: {seconds:.1f} s   docs/s: {rows / seconds:.1f} (model loading included)")
+    print(f"rows: {rows}   time: {seconds:.1f} s   docs/s: {rows / max(seconds, 1e-9):.1f} (model loading included)")
     if stats.get("padded_tokens"):
         print(
             f"tokens: {stats['real_tokens']} real / {stats['padded_tokens']} computed "
@@ -193,8 +318,8 @@ def _print_summary(values: dict[str, Any], seconds: float, stats: dict[str, int]
         )
     print("label counts:")
     for label, count in counts.sort_values(ascending=False).items():
-        print(f"  {label!s:<24} {count}")
-    if truth_field is not None and "correct" in values:
+        print(f"  {'<null>' if label is None else label!s:<24} {count}")
+    if truth_field is not None and "correct" in values and len(values["truth"]):
         truth = values["truth"]
         scored = int(truth.sum())
         accuracy = int(values["correct"]) / max(scored, 1)

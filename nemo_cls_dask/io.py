@@ -2,20 +2,50 @@
 
 The CLI is a thin shell over these functions, so everything it does is also available
 from Python.
+
+Folder runs write **one output file per input file** (:func:`plan_files`), keeping the
+input's relative path under the output folder: ``IN/a/part-0.parquet`` becomes
+``OUT/a/part-0.parquet``, ``IN/b.jsonl.gz`` becomes ``OUT/b.jsonl`` (jsonl output is
+written uncompressed). The output format is the input's unless another is asked for; the
+suffix follows the output format.
+
+Each output file is written **atomically** (:func:`write_atomic`): to a hidden temporary
+name in the same folder (``.NAME.<random>.tmp``), flushed to disk, then renamed with
+``os.replace``. So a file under its final name is always complete, and a run that was
+killed can be re-run: files whose output exists are skipped, leftover temporary files
+are removed (:func:`remove_temporaries`). Readers of this package ignore names starting
+with ``.`` or ``_``, so a temporary file is never read as input either.
+
+Invalid UTF-8 in jsonl input is an error by default (:class:`~nemo_cls_dask.errors.InputError`
+naming the file and line, see :func:`find_invalid_utf8`); ``encoding_errors="replace"``
+reads such bytes as U+FFFD instead.
 """
 
 from __future__ import annotations
 
+import os
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import dask.dataframe as dd
+import pandas as pd
+import pyarrow as pa
 
-from .errors import InputError
+from .errors import InputError, NemoClsDaskError
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
 SAMPLE_PATH = Path(__file__).resolve().parent / "data" / "debian_sample.parquet"
+FORMATS = ("parquet", "jsonl")
+TEMP_SUFFIX = ".tmp"
+ENCODING_ERRORS = ("strict", "replace")
+
+
+class OutputError(NemoClsDaskError, OSError):
+    """An output file could not be written (disk full, no permission, ...); names the path."""
 
 
 def _suffix(path: Path) -> str:
@@ -27,7 +57,10 @@ def _suffix(path: Path) -> str:
 
 
 def input_files(path: str | Path) -> tuple[list[Path], str]:
-    """The data files at ``path`` (a file, or a folder searched recursively) and their format."""
+    """The data files at ``path`` (a file, or a folder searched recursively) and their format.
+
+    Names starting with ``.`` or ``_`` (temporary files, ``_SUCCESS`` markers) are ignored.
+    """
     path = Path(path).expanduser()
     if not path.exists():
         raise InputError(f"Input {path} does not exist.")
@@ -41,19 +74,32 @@ def input_files(path: str | Path) -> tuple[list[Path], str]:
     return (parquet, "parquet") if parquet else (jsonl, "jsonl")
 
 
-def read_frame(path: str | Path, *, blocksize: str | int | None = "64MiB", min_partitions: int = 1) -> dd.DataFrame:
+def read_frame(
+    path: str | Path,
+    *,
+    blocksize: str | int | None = "64MiB",
+    min_partitions: int = 1,
+    encoding_errors: str = "strict",
+) -> dd.DataFrame:
     """Read jsonl or parquet file(s) at ``path`` as a dask DataFrame.
 
     Small inputs are split into at least ``min_partitions`` partitions so every worker
-    has work.
+    has work. ``encoding_errors`` (jsonl only): ``"strict"`` fails on invalid UTF-8,
+    ``"replace"`` reads it as U+FFFD.
     """
+    if encoding_errors not in ENCODING_ERRORS:
+        raise InputError(f"encoding_errors must be one of {ENCODING_ERRORS}, got {encoding_errors!r}.")
     files, kind = input_files(path)
     if kind == "parquet":
         frame = dd.read_parquet([str(p) for p in files])
     else:
         compression = "gzip" if str(files[0]).endswith(".gz") else None
         frame = dd.read_json(
-            [str(p) for p in files], lines=True, blocksize=None if compression else blocksize, compression=compression
+            [str(p) for p in files],
+            lines=True,
+            blocksize=None if compression else blocksize,
+            compression=compression,
+            errors=encoding_errors,
         )
     if frame.npartitions < min_partitions:
         frame = frame.repartition(npartitions=min_partitions)
@@ -63,7 +109,7 @@ def read_frame(path: str | Path, *, blocksize: str | int | None = "64MiB", min_p
 def output_format(path: str | Path, requested: str | None = None) -> str:
     """``parquet`` or ``jsonl``: as requested, else from the output path's suffix."""
     if requested:
-        if requested not in ("parquet", "jsonl"):
+        if requested not in FORMATS:
             raise InputError(f"Output format must be 'parquet' or 'jsonl', got {requested!r}.")
         return requested
     return "jsonl" if _suffix(Path(path)) in JSONL_SUFFIXES else "parquet"
@@ -75,4 +121,161 @@ def write_frame(frame: dd.DataFrame, path: str | Path, fmt: str, *, compute: boo
     if fmt == "parquet":
         return frame.to_parquet(str(path), compute=compute, write_index=True)
     path.mkdir(parents=True, exist_ok=True)
-    return frame.to_json(str(path / "part-*.jsonl"), orient="records", lines=True, compute=compute, force_ascii=False)
+    return frame.map_partitions(_jsonable, meta=frame._meta.pipe(_jsonable)).to_json(
+        str(path / "part-*.jsonl"), orient="records", lines=True, compute=compute, force_ascii=False
+    )
+
+
+# ---------------------------------------------------------------------------- one file per file
+
+
+@dataclass(frozen=True)
+class FileJob:
+    """One input file and the output file it becomes."""
+
+    source: Path
+    target: Path
+    input_format: str
+    output_format: str
+
+    @property
+    def done(self) -> bool:
+        """True when the output exists: written atomically, so it is complete."""
+        return self.target.is_file()
+
+
+def plan_files(source: str | Path, output: str | Path, fmt: str | None = None) -> list[FileJob]:
+    """Pair every input file at ``source`` with its output file under the folder ``output``.
+
+    The relative path is kept and the suffix follows the output format (``fmt``; default:
+    the input's format).
+    """
+    source, output = Path(source).expanduser(), Path(output).expanduser()
+    if fmt is not None and fmt not in FORMATS:
+        raise InputError(f"Output format must be 'parquet' or 'jsonl', got {fmt!r}.")
+    files, kind = input_files(source)
+    root = source if source.is_dir() else source.parent
+    out_format = fmt or kind
+    jobs: list[FileJob] = []
+    seen: dict[Path, Path] = {}
+    for file in files:
+        relative = file.relative_to(root)
+        stem = relative.name[: len(relative.name) - len(_suffix(file))] or relative.name
+        target = output / relative.parent / (stem + (".parquet" if out_format == "parquet" else ".jsonl"))
+        if target in seen:
+            raise InputError(f"Input files {seen[target]} and {file} would both be written to {target}; rename one.")
+        seen[target] = file
+        jobs.append(FileJob(file, target, kind, out_format))
+    return jobs
+
+
+def temporary_name(target: Path) -> Path:
+    """A fresh hidden temporary name next to ``target`` (same folder, so os.replace is atomic)."""
+    return target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}"
+
+
+def remove_temporaries(output: str | Path) -> list[Path]:
+    """Delete temporary files a killed run left under ``output``; return them."""
+    output = Path(output)
+    if not output.is_dir():
+        return []
+    removed = []
+    for file in output.rglob(f".*{TEMP_SUFFIX}"):
+        if file.is_file():
+            file.unlink(missing_ok=True)
+            removed.append(file)
+    return removed
+
+
+def _jsonable(frame: pd.DataFrame) -> pd.DataFrame:
+    """Arrow list columns as Python lists (pandas' to_json writes them as null otherwise)."""
+    listy = [name for name, dtype in frame.dtypes.items() if isinstance(dtype, pd.ArrowDtype) and pa.types.is_list(dtype.pyarrow_dtype)]
+    if not listy:
+        return frame
+    frame = frame.copy(deep=False)
+    for name in listy:
+        frame[name] = pd.Series(pa.array(frame[name]).to_pylist(), index=frame.index, dtype=object)
+    return frame
+
+
+def write_atomic(frame: pd.DataFrame, target: str | Path, fmt: str) -> Path:
+    """Write a pandas frame to ``target`` so that the final name only ever holds a complete file.
+
+    Raises :class:`OutputError` naming the path when the folder cannot be created or
+    written (permissions, disk full, a file where a folder should be).
+    """
+    target = Path(target)
+    temp = temporary_name(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if fmt == "parquet":
+            frame.to_parquet(temp, index=True)
+        elif fmt == "jsonl":
+            _jsonable(frame).to_json(temp, orient="records", lines=True, force_ascii=False, date_format="iso")
+        else:
+            raise InputError(f"Output format must be 'parquet' or 'jsonl', got {fmt!r}.")
+        with open(temp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+    except OSError as error:
+        _unlink_quietly(temp)
+        raise OutputError(f"Cannot write {target}: {error.strerror or error}") from error
+    except BaseException:
+        _unlink_quietly(temp)
+        raise
+    return target
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def write_file_result(
+    parts: Sequence[pd.DataFrame],
+    target: str,
+    fmt: str,
+    label_column: str,
+    truth_field: str | None = None,
+) -> dict[str, Any]:
+    """Dask task: join one file's classified partitions, write them atomically, summarize.
+
+    Returns ``{"target", "rows", "labels": {label: count}, "correct", "truth": {label: count}}``.
+    """
+    frame = pd.concat(list(parts)) if len(parts) != 1 else parts[0]
+    write_atomic(frame, target, fmt)
+    labels = frame[label_column]
+    summary: dict[str, Any] = {"target": target, "rows": len(frame), "labels": _counts(labels)}
+    if truth_field is not None:
+        summary["correct"] = int((labels.astype(object) == frame[truth_field].astype(object)).sum())
+        summary["truth"] = _counts(frame[truth_field].dropna())
+    return summary
+
+
+def _counts(series: pd.Series) -> dict[Any, int]:
+    """Value counts (nulls included under None), also for list columns (as tuples)."""
+    values = series.astype(object) if not isinstance(series.dtype, pd.ArrowDtype) else pd.Series(pa.array(series).to_pylist(), dtype=object)
+    counts: dict[Any, int] = {}
+    for value in values:
+        key = tuple(value) if isinstance(value, list) else (None if value is None or value != value else value)
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def find_invalid_utf8(path: str | Path) -> tuple[int, int] | None:
+    """``(line, byte offset)`` of the first invalid UTF-8 byte in a (gzipped) text file, or None."""
+    path = Path(path)
+    opener = __import__("gzip").open if path.name.endswith(".gz") else open
+    line = 1
+    offset = 0
+    with opener(path, "rb") as handle:
+        for raw in handle:
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                return line, offset + error.start
+            line += 1
+            offset += len(raw)
+    return None

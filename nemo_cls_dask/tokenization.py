@@ -7,11 +7,24 @@ and :mod:`nemo_cls_dask.batching` pads each batch only to its own longest row.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+#: UTF-16 surrogate code points. A Python ``str`` decoded from valid UTF-8 never holds
+#: them, but strings built in Python (or read from JSON ``"\\ud800"`` escapes) can, and the
+#: tokenizer cannot encode them (``UnicodeEncodeError``).
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _fix_surrogates(text: str) -> str:
+    """Join surrogate pairs into their character and replace lone ones with U+FFFD."""
+    if _SURROGATES.search(text) is None:
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 @dataclass(frozen=True)
@@ -43,6 +56,8 @@ def clean_texts(values: Sequence[Any], max_chars: int | None) -> tuple[list[str]
     Nulls, numbers, bytes and other non-string values are invalid, and so are empty or
     whitespace-only strings (there is nothing to classify): the row is kept and its
     outputs are null, rather than a crash or a label for the text "None" or "".
+    Lone UTF-16 surrogates (``"\\ud800"``) are classified as U+FFFD (the input column
+    is not changed).
     """
     if max_chars is not None:
         values = [value[:max_chars] if isinstance(value, str) else value for value in values]
@@ -51,7 +66,7 @@ def clean_texts(values: Sequence[Any], max_chars: int | None) -> tuple[list[str]
         dtype=bool,
         count=len(values),
     )
-    texts = [value for value, ok in zip(values, valid) if ok]
+    texts = [_fix_surrogates(value) for value, ok in zip(values, valid) if ok]
     return texts, valid
 
 

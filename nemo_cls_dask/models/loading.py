@@ -56,6 +56,15 @@ def describe_model(identifier: str, cache_dir: str | None = None) -> ModelInfo:
     """Find a checkpoint and read its configs; raises a clear error if it cannot work."""
     path = resolve_model_dir(identifier, cache_dir)
     config = read_json(path / "config.json")
+    if "auto_map" in config:
+        # Such a checkpoint names Python classes shipped in its own folder; loading it
+        # means running that code (trust_remote_code). This package never does.
+        raise ModelLoadError(
+            f"{path / 'config.json'} has 'auto_map' {config['auto_map']!r}: the checkpoint needs its own "
+            f"Python code, and nemo_cls_dask never runs code from a checkpoint (trust_remote_code is "
+            f"never passed). Use a checkpoint of a standard transformers architecture, or remove "
+            f"'auto_map' if the config names one."
+        )
     if MULTIHEAD_KEY in config:
         return _describe_multihead(path, config, cache_dir)
     if "model_type" in config:
