@@ -23,6 +23,7 @@ reads such bytes as U+FFFD instead.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Sequence
@@ -198,6 +199,29 @@ def _jsonable(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def readable_pandas_metadata(table: pa.Table) -> pa.Table:
+    """Record Arrow list columns as ``object`` in the pandas metadata of ``table``.
+
+    pandas (3.1) writes such columns' dtype as ``"list<item: float>[pyarrow]"`` and then
+    cannot parse that string back: ``pd.read_parquet`` fails on its own output. Marked as
+    ``object``, they read back as arrays (or as lists with ``dtype_backend="pyarrow"``).
+    """
+    metadata = table.schema.pandas_metadata
+    if not metadata:
+        return table
+    for column in metadata.get("columns", []):
+        if str(column.get("numpy_type", "")).startswith(("list<", "large_list<")):
+            column["numpy_type"] = "object"
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), b"pandas": json.dumps(metadata).encode()})
+
+
+def write_parquet(frame: pd.DataFrame, path: str | Path) -> None:
+    """Write a pandas frame (index included) as parquet that ``pd.read_parquet`` reads back."""
+    import pyarrow.parquet as pq
+
+    pq.write_table(readable_pandas_metadata(pa.Table.from_pandas(frame, preserve_index=True)), path)
+
+
 def write_atomic(frame: pd.DataFrame, target: str | Path, fmt: str) -> Path:
     """Write a pandas frame to ``target`` so that the final name only ever holds a complete file.
 
@@ -209,7 +233,7 @@ def write_atomic(frame: pd.DataFrame, target: str | Path, fmt: str) -> Path:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "parquet":
-            frame.to_parquet(temp, index=True)
+            write_parquet(frame, temp)
         elif fmt == "jsonl":
             _jsonable(frame).to_json(temp, orient="records", lines=True, force_ascii=False, date_format="iso")
         else:
