@@ -7,6 +7,7 @@ frozen backbone, so it runs in well under two minutes on a laptop CPU.
 from pathlib import Path
 
 import nbformat
+from make_notebooks import build
 
 CELLS = [
     ("markdown", """# Train a classifier, then run it as a Dask operator
@@ -51,16 +52,6 @@ result = out.compute(scheduler="sync")
 print("accuracy:", (result["pred"] == result["section"]).mean())
 result[["package", "section", "pred"]].head()"""),
 ]
-
-
-def build(cells):
-    notebook = nbformat.v4.new_notebook()
-    notebook.cells = [
-        nbformat.v4.new_markdown_cell(text) if kind == "markdown" else nbformat.v4.new_code_cell(text)
-        for kind, text in cells
-    ]
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    return notebook
 
 
 if __name__ == "__main__":

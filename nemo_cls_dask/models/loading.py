@@ -25,6 +25,7 @@ from .heads import (
     check_head_config,
     head_width,
 )
+from .weights import load_checked
 from .hub import read_json, resolve_backbone_dir, resolve_model_dir
 from .multihead import LAYOUT_KEY as MULTIHEAD_KEY
 from .multihead import check_multihead_config, load_multihead_module, target_sizes
@@ -376,14 +377,5 @@ def load_head_module(path: Path, config: dict[str, Any], cache_dir: str | None =
             )
         backbone = AutoModel.from_pretrained(folder)
     model = BackboneHeadModel(config, backbone=backbone)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if head_only:
-        missing = [name for name in missing if not name.startswith("model.")]
-    unexpected = [name for name in unexpected if not name.endswith("position_ids")]
-    if missing or unexpected:
-        raise ModelLoadError(
-            f"{weights} does not match config.json: missing {missing[:5]}"
-            f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
-            f"{'...' if len(unexpected) > 5 else ''}."
-        )
+    load_checked(model, state, weights, "config.json", may_miss_prefix="model." if head_only else None)
     return model

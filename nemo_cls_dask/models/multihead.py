@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from transformers import AutoModel, PretrainedConfig
 
+from .weights import load_checked
 from ..errors import ModelLoadError
 from .heads import _config_from_dict, backbone_config_from, right_align
 from .hub import bundled_backbone_config
@@ -124,16 +125,8 @@ def load_multihead_module(path: Path, config: Mapping[str, Any], weights: Path, 
     except (SafetensorError, OSError, ValueError) as error:
         raise ModelLoadError(f"Cannot read weights {weights}: {error} (truncated or corrupt file?)") from error
     model = MultiHeadModel(config, cache_dir=cache_dir)
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as error:  # a tensor of the wrong shape
-        raise ModelLoadError(f"{weights} does not match {path / 'config.json'}: {error}") from error
-    unexpected = [name for name in unexpected if not name.endswith("position_ids")]
-    if missing or unexpected:
-        raise ModelLoadError(
-            f"{weights} does not match {path / 'config.json'} (backbone under 'backbone.', heads "
-            f"'head_<i>.fc.*' for {len(model.sizes)} targets): missing {missing[:5]}"
-            f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
-            f"{'...' if len(unexpected) > 5 else ''}."
-        )
+    load_checked(
+        model, state, weights,
+        f"{path / 'config.json'} (backbone under 'backbone.', heads 'head_<i>.fc.*' for {len(model.sizes)} targets)",
+    )
     return model
