@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import nemo_cls_dask.io as nemo_io
 from nemo_cls_dask import DistributedDataClassifier, ModelLoadError
 from nemo_cls_dask.cli import main
 from nemo_cls_dask.io import OutputError, find_invalid_utf8, plan_files, remove_temporaries, write_atomic
@@ -76,11 +77,11 @@ def test_write_atomic_leaves_no_partial_file(tmp_path, monkeypatch):
     write_atomic(frame, target, "parquet")
     pd.testing.assert_frame_equal(pd.read_parquet(target), frame)
 
-    def explode(self, path, **kwargs):
+    def explode(frame, path, **kwargs):
         Path(path).write_bytes(b"PAR1 half")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(pd.DataFrame, "to_parquet", explode)
+    monkeypatch.setattr(nemo_io, "write_parquet", explode)
     other = tmp_path / "out" / "y.parquet"
     with pytest.raises(OutputError, match="No space left") as error:
         write_atomic(frame, other, "parquet")
