@@ -35,8 +35,9 @@ def test_get_client_joins_an_existing_scheduler_by_address_and_file(tmp_path):
         n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0",
         scheduler_kwargs={"scheduler_file": str(scheduler_file)},
     ) as cluster:
-        for client in (get_client(cluster.scheduler_address), get_client(scheduler_file=str(scheduler_file))):
-            with client:
+        # One client at a time: each restores dask's scheduler setting when it closes.
+        for how in ({"address": cluster.scheduler_address}, {"scheduler_file": str(scheduler_file)}):
+            with get_client(**how) as client:
                 assert client.scheduler.address == cluster.scheduler_address
                 assert len(client.scheduler_info()["workers"]) == 1
 
