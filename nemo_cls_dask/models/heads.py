@@ -95,13 +95,14 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.
     """Reduce token states ``(n, length, hidden)`` to one vector per row.
 
     ``cls`` takes the first real token (position 0 with right padding, and still the
-    right token with left padding); ``mean`` averages the real tokens.
+    right token with left padding); ``mean`` averages the real tokens in float32 (sums of
+    hundreds of bf16 states lose precision), and rows without real tokens give 0.
     """
     if how == "cls":
         first = attention_mask.argmax(dim=1)
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), first]
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+    mask = attention_mask.unsqueeze(-1).to(torch.float32)
+    return (hidden.to(torch.float32) * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
 
 class BackboneHeadModel(nn.Module, PyTorchModelHubMixin):

@@ -29,7 +29,7 @@ from transformers import AutoModel, PretrainedConfig
 
 from .weights import load_checked
 from ..errors import ModelLoadError
-from .heads import _config_from_dict, backbone_config_from, right_align
+from .heads import _config_from_dict, backbone_config_from, pool, right_align
 from .hub import bundled_backbone_config
 
 #: The config key whose presence marks this layout.
@@ -79,13 +79,6 @@ class _Head(nn.Module):
         return self.fc(pooled)
 
 
-def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Average the real tokens' states, in float32 (padding excluded; empty rows give 0)."""
-    mask = attention_mask.unsqueeze(-1).to(torch.float32)
-    total = (hidden.to(torch.float32) * mask).sum(dim=1)
-    return total / mask.sum(dim=1).clamp(min=1e-9)
-
-
 class MultiHeadModel(nn.Module):
     """Backbone -> masked mean pooling -> one ``fc`` per target; logits concatenated."""
 
@@ -103,7 +96,7 @@ class MultiHeadModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         input_ids, attention_mask = right_align(input_ids, attention_mask)
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        pooled = masked_mean(hidden, attention_mask)
+        pooled = pool(hidden, attention_mask, "mean")
         heads = [getattr(self, f"head_{index}") for index in range(len(self.sizes))]
         # Heads run in the autocast dtype if any; the concatenated logits leave as float32.
         return torch.cat([head(pooled.to(head.fc.weight.dtype)).float() for head in heads], dim=1)
