@@ -16,9 +16,9 @@ path and line (other files are still written) unless ``--encoding-errors replace
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -118,7 +118,7 @@ def run_classify(args: argparse.Namespace) -> int:
 
     from .classifiers import classify
     from .cluster import get_client
-    from .engine import engine_stats
+    from .engine import engine_stats, reset_engine_stats
     from .io import plan_files, remove_temporaries, write_file_result
 
     source = Path(args.input) if args.input else SAMPLE_PATH
@@ -164,7 +164,7 @@ def run_classify(args: argparse.Namespace) -> int:
             f"classifying {source} -> {output} ({'/'.join(formats)}) with {', '.join(c.model_identifier for c in classifiers)} "
             f"on {workers} worker(s): {len(pending)} file(s) to do, {skipped} already complete"
         )
-        client.run(_reset_stats)
+        client.run(reset_engine_stats)
         start = time.perf_counter()
         futures = client.compute(tasks)
         job_of = {future.key: job for future, job in zip(futures, pending)}
@@ -179,7 +179,7 @@ def run_classify(args: argparse.Namespace) -> int:
             summaries.append(summary)
             print(f"[{done}/{len(pending)}] wrote {job.target} ({summary['rows']} rows)")
         seconds = time.perf_counter() - start
-        stats = _sum_stats(client.run(engine_stats).values())
+        stats = _add_counts(client.run(engine_stats).values())
         values = _merge_summaries(summaries)
         _print_summary(values, seconds, stats, classifiers[0], truth_field)
         print(f"files: {len(summaries)} written, {skipped} skipped (already complete), {len(failures)} failed")
@@ -235,14 +235,19 @@ def _describe_failure(path: Path, error: BaseException | None) -> str:
     return text
 
 
+def _add_counts(counts: Any) -> Counter:
+    """Sum ``{key: count}`` dicts (per file, or per worker) into one."""
+    total: Counter = Counter()
+    for part in counts:
+        total.update(part)
+    return total
+
+
 def _merge_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     import pandas as pd
 
     def total(key: str) -> pd.Series:
-        counts: dict[Any, int] = {}
-        for summary in summaries:
-            for label, count in summary.get(key, {}).items():
-                counts[label] = counts.get(label, 0) + count
+        counts = _add_counts(summary.get(key, {}) for summary in summaries)
         return pd.Series(list(counts.values()), index=pd.Index(list(counts.keys()), dtype=object), dtype="int64")
 
     values: dict[str, Any] = {"labels": total("labels"), "rows": sum(s["rows"] for s in summaries)}
@@ -290,20 +295,6 @@ def _build_classifiers(args: argparse.Namespace) -> list[Any]:
             **options,
         )
     ]
-
-
-def _reset_stats() -> None:
-    from .engine import reset_engine_stats
-
-    reset_engine_stats()
-
-
-def _sum_stats(per_worker: Any) -> dict[str, int]:
-    total: dict[str, int] = {}
-    for stats in per_worker:
-        for key, value in stats.items():
-            total[key] = total.get(key, 0) + value
-    return total
 
 
 def _print_summary(values: dict[str, Any], seconds: float, stats: dict[str, int], classifier: Any, truth_field: str | None) -> None:

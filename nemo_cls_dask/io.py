@@ -116,17 +116,6 @@ def output_format(path: str | Path, requested: str | None = None) -> str:
     return "jsonl" if _suffix(Path(path)) in JSONL_SUFFIXES else "parquet"
 
 
-def write_frame(frame: dd.DataFrame, path: str | Path, fmt: str, *, compute: bool = True) -> Any:
-    """Write ``frame`` to a folder of parquet or jsonl part files (lazy if ``compute=False``)."""
-    path = Path(path).expanduser()
-    if fmt == "parquet":
-        return frame.to_parquet(str(path), compute=compute, write_index=True)
-    path.mkdir(parents=True, exist_ok=True)
-    return frame.map_partitions(_jsonable, meta=frame._meta.pipe(_jsonable)).to_json(
-        str(path / "part-*.jsonl"), orient="records", lines=True, compute=compute, force_ascii=False
-    )
-
-
 # ---------------------------------------------------------------------------- one file per file
 
 
