@@ -12,6 +12,7 @@ import threading
 import warnings
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -69,6 +70,7 @@ def autocast_dtype(device: torch.device, autocast: bool | str | None) -> torch.d
     raise ValueError(f"autocast must be one of {AUTOCAST_CHOICES}, got {autocast!r}")
 
 
+@lru_cache(maxsize=1)
 def cpu_has_fast_bf16() -> bool:
     """True when torch's CPU kernels can use native bf16 matrix instructions (AVX512-BF16/AMX)."""
     capability = torch.backends.cpu.get_cpu_capability().upper()

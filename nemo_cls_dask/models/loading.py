@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from functools import lru_cache
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from .heads import (
     check_head_config,
     head_width,
 )
-from .weights import load_checked
+from .weights import few_names, load_checked
 from .hub import read_json, resolve_backbone_dir, resolve_model_dir
 from .multihead import LAYOUT_KEY as MULTIHEAD_KEY
 from .multihead import check_multihead_config, load_multihead_module, target_sizes
@@ -174,13 +175,20 @@ _TOKENIZER_KEYS_IGNORED = ("model_max_length", "name_or_path", "_name_or_path", 
 
 
 def tokenizer_fingerprint(folder: Path) -> str:
-    """A hash of the tokenizer files in ``folder`` (ignoring settings that ``encode`` overrides)."""
+    """A hash of the tokenizer files in ``folder`` (ignoring settings that ``encode`` overrides).
+
+    Cached by the files' sizes and modification times: ``describe_model`` runs for every
+    operator and on workers for empty partitions, and a tokenizer.json can be megabytes.
+    """
+    stats = [(name, (folder / name).stat()) for name in _TOKENIZER_CONTENT_FILES if (folder / name).is_file()]
+    return _fingerprint(str(folder), tuple((name, stat.st_size, stat.st_mtime_ns) for name, stat in stats))
+
+
+@lru_cache(maxsize=256)
+def _fingerprint(folder: str, stamps: tuple) -> str:
     digest = hashlib.sha256()
-    for name in _TOKENIZER_CONTENT_FILES:
-        file = folder / name
-        if not file.is_file():
-            continue
-        data = file.read_bytes()
+    for name, _size, _mtime in stamps:
+        data = (Path(folder) / name).read_bytes()
         if name == "tokenizer_config.json":
             try:
                 values = json.loads(data)
@@ -345,8 +353,8 @@ def _load_module(info: ModelInfo, cache_dir: str | None) -> nn.Module:
         mismatched = sorted(str(item[0] if isinstance(item, tuple) else item) for item in loading.get("mismatched_keys") or ())
         if missing or mismatched:
             raise ModelLoadError(
-                f"{_weights_file(info.path)} does not match {info.path / 'config.json'}: missing {missing[:5]}"
-                f"{'...' if len(missing) > 5 else ''}, wrong shape {mismatched[:5]}."
+                f"{_weights_file(info.path)} does not match {info.path / 'config.json'}: missing "
+                f"{few_names(missing)}, wrong shape {few_names(mismatched)}."
             )
         return SequenceClassificationAdapter(model)
     if info.layout == "multihead":

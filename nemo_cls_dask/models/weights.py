@@ -27,9 +27,10 @@ def load_checked(
     unexpected = [name for name in unexpected if not name.endswith("position_ids")]
     if missing or unexpected:
         raise ModelLoadError(
-            f"{weights} does not match {expected}: missing {_few(missing)}, unexpected {_few(unexpected)}."
+            f"{weights} does not match {expected}: missing {few_names(missing)}, unexpected {few_names(unexpected)}."
         )
 
 
-def _few(names: list[str]) -> str:
+def few_names(names: list[str]) -> str:
+    """The first five names, with ... if there are more (for error messages)."""
     return f"{names[:5]}{'...' if len(names) > 5 else ''}"

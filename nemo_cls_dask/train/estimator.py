@@ -13,7 +13,6 @@ through :class:`~nemo_cls_dask.DistributedDataClassifier` for dask frames.
 
 from __future__ import annotations
 
-import copy
 import inspect
 import json
 import math
@@ -33,7 +32,7 @@ from ..batching import pad_batch, plan_batches
 from ..engine import AUTOCAST_CHOICES, BatchSettings, autocast_dtype, run_model
 from ..errors import InputError, ModelNotFoundError, NemoClsDaskError
 from ..models.heads import BackboneHeadModel, pool, right_align
-from ..models.hub import read_json, resolve_backbone_dir
+from ..models.hub import resolve_backbone_dir
 from ..models.loading import LoadedModel, ModelInfo, describe_model, load_head_module, resolve_device
 from ..tokenization import EncodedTexts, clean_texts, encode
 from . import data as D
