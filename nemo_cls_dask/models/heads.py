@@ -15,6 +15,9 @@ Backward-compatible extensions this package reads and writes (absent = NVIDIA be
   or ``"regression"``.
 * ``num_outputs``: head width when there are no labels (regression).
 * ``backbone_config``: the backbone's full config, so loading needs no hub access.
+* ``temperature``: a finite number > 0 that every forward pass divides the logits by
+  (temperature scaling, fitted by :mod:`nemo_cls_dask.train.calibration`); absent = 1.0,
+  so NVIDIA checkpoints are unchanged. Classifiers only, not regression heads.
 * Head-only weights: when ``model.safetensors`` holds no ``model.*`` tensor, the backbone's
   pretrained weights come from ``base_model`` (how the packaged default model ships 30 KB
   of head instead of another copy of MiniLM).
@@ -22,6 +25,7 @@ Backward-compatible extensions this package reads and writes (absent = NVIDIA be
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -34,6 +38,29 @@ from .hub import bundled_backbone_config, read_json, resolve_backbone_dir
 
 POOLINGS = ("cls", "mean")
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
+TEMPERATURE_KEY = "temperature"
+
+
+def check_temperature(value: Any, source: str) -> float:
+    """``value`` as a float if it is a usable temperature (finite, > 0), else :class:`ModelLoadError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ModelLoadError(f"{source}: {TEMPERATURE_KEY!r} must be a finite number > 0, got {value!r}.")
+    return float(value)
+
+
+def config_temperature(config: dict[str, Any], source: str = "config.json") -> float:
+    """The temperature a head config asks for (1.0 when absent); checked."""
+    if TEMPERATURE_KEY not in config:
+        return 1.0
+    temperature = check_temperature(config[TEMPERATURE_KEY], source)
+    if temperature != 1.0 and config.get("problem_type") == "regression":
+        raise ModelLoadError(f"{source}: {TEMPERATURE_KEY!r} is for classifiers; a regression head cannot have one.")
+    return temperature
+
+
+def apply_temperature(outputs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Logits divided by ``temperature`` (returned untouched for 1.0, so results stay bit-identical)."""
+    return outputs if temperature == 1.0 else outputs / temperature
 
 
 def head_width(config: dict[str, Any]) -> int:
@@ -124,11 +151,27 @@ class BackboneHeadModel(nn.Module, PyTorchModelHubMixin):
         self.model = backbone
         self.dropout = nn.Dropout(float(self.config.get("fc_dropout", 0.0)))
         self.fc = nn.Linear(self.model.config.hidden_size, head_width(self.config))
+        self.temperature = config_temperature(self.config)
+
+    def set_temperature(self, temperature: float | None) -> None:
+        """Divide future logits by ``temperature`` (None or 1.0: no scaling); kept in ``config``."""
+        value = 1.0 if temperature is None else check_temperature(temperature, "temperature")
+        probe = dict(self.config, **{TEMPERATURE_KEY: value})
+        config_temperature(probe, "temperature")  # refuses regression heads
+        self.temperature = value
+        if value == 1.0:
+            self.config.pop(TEMPERATURE_KEY, None)
+        else:
+            self.config[TEMPERATURE_KEY] = value
+
+    def head_outputs(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The head on pooled vectors: dropout -> ``fc`` -> divide by the temperature."""
+        return apply_temperature(self.fc(self.dropout(pooled)), self.temperature)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         input_ids, attention_mask = right_align(input_ids, attention_mask)
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return self.fc(self.dropout(pool(hidden, attention_mask, self.pooling)))
+        return self.head_outputs(pool(hidden, attention_mask, self.pooling))
 
 
 class SequenceClassificationAdapter(nn.Module):
@@ -152,6 +195,7 @@ def check_head_config(config: dict[str, Any], source: str) -> None:
         raise ModelLoadError(f"{source}: problem_type must be one of {PROBLEM_TYPES}, got {problem!r}.")
     if problem != "regression" and not config.get("id2label"):
         raise ModelLoadError(f"{source}: missing required key 'id2label' for a classifier.")
+    config_temperature(config, source)
     id2label = config.get("id2label") or {}
     expected = {str(i) for i in range(len(id2label))}
     if set(map(str, id2label)) != expected:
