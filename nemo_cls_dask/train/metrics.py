@@ -72,3 +72,47 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
     y_pred = np.asarray(y_pred, np.float64).reshape(len(y_pred), -1)
     error = y_pred - y_true
     return {"mse": float((error**2).mean()), "mae": float(np.abs(error).mean())}
+
+
+#: Bins of :func:`expected_calibration_error` unless told otherwise (as in Guo et al., 2017).
+ECE_BINS = 15
+
+
+def _binned_gap(confidence: np.ndarray, outcome: np.ndarray, n_bins: int) -> float:
+    """Sum over equal-width bins of ``(rows in bin / rows) * |mean outcome - mean confidence|``.
+
+    Bin ``i`` holds confidences in ``(i / n_bins, (i + 1) / n_bins]``; 0 falls in the first.
+    """
+    if confidence.size == 0:
+        return float("nan")
+    bins = np.clip(np.ceil(confidence * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    counts = np.bincount(bins, minlength=n_bins).astype(np.float64)
+    confidence_sums = np.bincount(bins, weights=confidence, minlength=n_bins)
+    outcome_sums = np.bincount(bins, weights=outcome, minlength=n_bins)
+    return float(np.abs(outcome_sums - confidence_sums).sum() / confidence.size)
+
+
+def expected_calibration_error(
+    proba: np.ndarray, target: np.ndarray, *, n_bins: int = ECE_BINS, multi_label: bool = False
+) -> float:
+    """Expected calibration error with ``n_bins`` equal-width bins over [0, 1].
+
+    Single-label (``proba`` ``(n, classes)`` rows summing to 1, ``target`` class ids ``(n,)``):
+    top-label ECE, the confidence being the highest probability and the outcome whether
+    that class is the true one. Multi-label (``proba`` and 0/1 ``target`` both
+    ``(n, labels)``): every (row, label) probability is binned against whether the label is
+    present (each sigmoid output judged as a probability, independent of the decision
+    thresholds). Rows with a NaN probability are left out; no rows give NaN.
+    """
+    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
+        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}.")
+    proba = np.asarray(proba, dtype=np.float64)
+    target = np.asarray(target)
+    proba = proba.reshape(len(proba), -1)
+    keep = ~np.isnan(proba).any(axis=1)
+    proba, target = proba[keep], target[keep]
+    if multi_label:
+        return _binned_gap(proba.ravel(), (np.asarray(target, dtype=np.float64).reshape(proba.shape) > 0.5).ravel().astype(np.float64), n_bins)
+    confidence = proba.max(axis=1) if proba.size else np.zeros(0)
+    correct = (proba.argmax(axis=1) == target.astype(np.int64)).astype(np.float64) if proba.size else np.zeros(0)
+    return _binned_gap(confidence, correct, n_bins)
