@@ -169,9 +169,16 @@ class BackboneHeadModel(nn.Module, PyTorchModelHubMixin):
         return apply_temperature(self.fc(self.dropout(pooled)), self.temperature)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_embedding(input_ids, attention_mask)[0]
+
+    def forward_with_embedding(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Outputs and the pooled backbone vector the head reads (before its dropout)."""
         input_ids, attention_mask = right_align(input_ids, attention_mask)
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return self.head_outputs(pool(hidden, attention_mask, self.pooling))
+        pooled = pool(hidden, attention_mask, self.pooling)
+        return self.head_outputs(pooled), pooled
 
 
 class SequenceClassificationAdapter(nn.Module):
@@ -184,6 +191,24 @@ class SequenceClassificationAdapter(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         input_ids, attention_mask = right_align(input_ids, attention_mask)
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    def forward_with_embedding(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and the final hidden state of the token the classifier starts from.
+
+        Encoders (BERT, DeBERTa, RoBERTa, ...): the first token (``[CLS]``/``<s>``), the
+        input of their pooler or classification head (which add a dense layer of their own
+        before the output layer; the state before it is the architecture-independent
+        sentence vector). Decoder classifiers (a ``score`` layer, as in GPT-2 or Llama): the
+        last real token, the one they classify from.
+        """
+        input_ids, attention_mask = right_align(input_ids, attention_mask)
+        result = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        hidden = result.hidden_states[-1]
+        reads_last = hasattr(self.model, "score") and not hasattr(self.model, "classifier")
+        position = attention_mask.sum(dim=1) - 1 if reads_last else torch.zeros_like(attention_mask[:, 0])
+        return result.logits, hidden[torch.arange(hidden.shape[0], device=hidden.device), position]
 
 
 def check_head_config(config: dict[str, Any], source: str) -> None:

@@ -94,12 +94,18 @@ class MultiHeadModel(nn.Module):
             self.add_module(f"head_{index}", _Head(hidden, classes))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_embedding(input_ids, attention_mask)[0]
+
+    def forward_with_embedding(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Concatenated logits and the mean-pooled vector every head reads."""
         input_ids, attention_mask = right_align(input_ids, attention_mask)
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         pooled = pool(hidden, attention_mask, "mean")
         heads = [getattr(self, f"head_{index}") for index in range(len(self.sizes))]
         # Heads run in the autocast dtype if any; the concatenated logits leave as float32.
-        return torch.cat([head(pooled.to(head.fc.weight.dtype)).float() for head in heads], dim=1)
+        return torch.cat([head(pooled.to(head.fc.weight.dtype)).float() for head in heads], dim=1), pooled
 
 
 def split_heads(outputs: torch.Tensor, sizes: Mapping[str, int]) -> dict[str, torch.Tensor]:
