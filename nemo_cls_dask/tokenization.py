@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import InputError
+
 #: UTF-16 surrogate code points. A Python ``str`` decoded from valid UTF-8 never holds
 #: them, but strings built in Python (or read from JSON ``"\\ud800"`` escapes) can, and the
 #: tokenizer cannot encode them (``UnicodeEncodeError``).
@@ -93,3 +95,142 @@ def encode(tokenizer: Any, texts: list[str], valid: np.ndarray, max_length: int)
     if n_rows:
         offsets[1:] = np.cumsum(lengths)[:-1]
     return EncodedTexts(ids=ids, offsets=offsets, lengths=lengths, valid=valid)
+
+
+# ---------------------------------------------------------------------------- long documents
+
+
+@dataclass(frozen=True)
+class WindowedTexts:
+    """Texts cut into overlapping windows of at most ``max_length`` tokens.
+
+    ``windows`` holds one entry per window (all valid), each with the tokenizer's special
+    tokens; ``owner[w]`` is the row window ``w`` came from (ascending: a row's windows are
+    contiguous and in text order). Invalid rows have no window. A text that fits the
+    window has exactly one, with the same ids as :func:`encode` gives it.
+    """
+
+    windows: EncodedTexts
+    owner: np.ndarray  # int64, one entry per window
+    valid: np.ndarray  # bool, one entry per row
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.valid.shape[0])
+
+    def windows_per_row(self) -> np.ndarray:
+        """How many windows each row got (0 for invalid rows)."""
+        return np.bincount(self.owner, minlength=self.num_rows)
+
+
+def special_tokens(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The ids a tokenizer puts before and after a single text (``[CLS]`` / ``[SEP]`` for BERT).
+
+    Read from the tokenizer itself, by encoding a probe with and without special tokens,
+    so any tokenizer's convention (``<s> ... </s>``, suffix-only, none) is kept.
+    """
+    probe = "hello world"
+    full = list(tokenizer(probe, add_special_tokens=True)["input_ids"])
+    bare = list(tokenizer(probe, add_special_tokens=False)["input_ids"])
+    for start in range(len(full) - len(bare) + 1):
+        if full[start : start + len(bare)] == bare:
+            return full[:start], full[start + len(bare) :]
+    raise InputError(
+        f"Cannot tell the special tokens of {type(tokenizer).__name__}: its ids for {probe!r} with "
+        f"special tokens ({full}) do not contain those without ({bare}); use long_documents='truncate'."
+    )
+
+
+def window_starts(num_tokens: int, window: int, overlap: int) -> list[int]:
+    """Start offsets of windows of ``window`` tokens, each overlapping the previous by ``overlap``.
+
+    The fewest windows that cover every token: ``1 + ceil(max(n - window, 0) / (window - overlap))``.
+    The last window may be shorter than ``window``.
+    """
+    if not 0 <= overlap < window:
+        raise ValueError(f"overlap must be in [0, window), got overlap={overlap}, window={window}")
+    stride = window - overlap
+    count = 1 + -(-max(num_tokens - window, 0) // stride)
+    return [index * stride for index in range(count)]
+
+
+def encode_windows(
+    tokenizer: Any, texts: list[str], valid: np.ndarray, max_length: int, overlap: int
+) -> WindowedTexts:
+    """Tokenize the valid texts without truncation and cut long ones into overlapping windows.
+
+    Each window holds at most ``max_length`` ids: the tokenizer's special tokens around up to
+    ``max_length - specials`` text tokens, consecutive windows sharing ``overlap`` text
+    tokens. Texts that fit keep their ids exactly as :func:`encode` makes them.
+    Raises :class:`InputError` if ``overlap`` leaves no room to advance.
+    """
+    prefix, suffix = special_tokens(tokenizer)
+    room = max_length - len(prefix) - len(suffix)
+    if not 0 <= overlap < room:
+        raise InputError(
+            f"chunk_overlap={overlap} must be smaller than the text tokens of one window: max length "
+            f"{max_length} minus {len(prefix) + len(suffix)} special tokens = {room}."
+        )
+    rows = np.flatnonzero(valid)
+    full = _tokenize(tokenizer, texts, add_special_tokens=True) if texts else []
+    pieces: list[list[int]] = []
+    owner: list[int] = []
+    long_positions = [i for i, ids in enumerate(full) if len(ids) > max_length]
+    bodies = _bodies(tokenizer, texts, full, long_positions, prefix, suffix)
+    for position, ids in enumerate(full):
+        if len(ids) <= max_length:
+            pieces.append(ids)
+            owner.append(int(rows[position]))
+            continue
+        body = bodies[position]
+        for start in window_starts(len(body), room, overlap):
+            pieces.append(prefix + body[start : start + room] + suffix)
+            owner.append(int(rows[position]))
+    lengths = np.fromiter((len(ids) for ids in pieces), dtype=np.int64, count=len(pieces))
+    ids = np.fromiter((token for piece in pieces for token in piece), dtype=np.int64, count=int(lengths.sum()))
+    offsets = np.zeros(len(pieces), dtype=np.int64)
+    if len(pieces):
+        offsets[1:] = np.cumsum(lengths)[:-1]
+    windows = EncodedTexts(ids=ids, offsets=offsets, lengths=lengths, valid=np.ones(len(pieces), dtype=bool))
+    return WindowedTexts(windows=windows, owner=np.asarray(owner, dtype=np.int64), valid=valid)
+
+
+def _tokenize(tokenizer: Any, texts: list[str], *, add_special_tokens: bool) -> list[list[int]]:
+    # verbose=False: no "sequence longer than the maximum" warning; cutting is done here.
+    return tokenizer(
+        texts,
+        truncation=False,
+        padding=False,
+        add_special_tokens=add_special_tokens,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+        verbose=False,
+    )["input_ids"]
+
+
+def _bodies(
+    tokenizer: Any,
+    texts: list[str],
+    full: list[list[int]],
+    positions: list[int],
+    prefix: list[int],
+    suffix: list[int],
+) -> dict[int, list[int]]:
+    """The text ids (special tokens removed) of the long texts at ``positions``.
+
+    Stripped from the ids already made when they start with ``prefix`` and end with
+    ``suffix`` (the usual case), else tokenized again without special tokens.
+    """
+    bodies: dict[int, list[int]] = {}
+    again = []
+    for position in positions:
+        ids = list(full[position])
+        end = len(ids) - len(suffix)
+        if ids[: len(prefix)] == prefix and ids[end:] == suffix:
+            bodies[position] = ids[len(prefix) : end]
+        else:
+            again.append(position)
+    if again:
+        retokenized = _tokenize(tokenizer, [texts[i] for i in again], add_special_tokens=False)
+        bodies.update({position: list(ids) for position, ids in zip(again, retokenized)})
+    return bodies
