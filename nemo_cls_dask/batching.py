@@ -95,14 +95,19 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
 
 
+Output = torch.Tensor | tuple[torch.Tensor, ...]
+
+
 def forward_with_oom_split(
-    forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    forward: Callable[[torch.Tensor, torch.Tensor], Output],
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     on_split: Callable[[int], None] | None = None,
-) -> torch.Tensor:
+) -> Output:
     """Run ``forward``; on out-of-memory, free the cache and run each half, down to one row.
 
+    ``forward`` returns one tensor or a tuple of tensors (e.g. outputs and embeddings), each
+    with one row per input row; the halves' results are joined the same way.
     A one-row batch that still does not fit re-raises the error, with the row's length.
     """
     try:
@@ -123,6 +128,8 @@ def forward_with_oom_split(
     half = rows // 2
     first = forward_with_oom_split(forward, *_drop_padding_columns(input_ids[:half], attention_mask[:half]), on_split)
     second = forward_with_oom_split(forward, *_drop_padding_columns(input_ids[half:], attention_mask[half:]), on_split)
+    if isinstance(first, tuple):
+        return tuple(torch.cat([a, b]) for a, b in zip(first, second))
     return torch.cat([first, second])
 
 

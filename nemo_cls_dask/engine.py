@@ -2,13 +2,17 @@
 
 Input: :class:`EncodedTexts` (ragged ids). Output: one float32 row per input row, in the
 input's order, left on the model's device (so cuDF can take it through DLPack). Rows are
-put back by position, never by index alignment.
+put back by position, never by index alignment. On request (:func:`infer`) the same pass
+also gives the pooled embeddings, and extra passes with dropout active give Monte-Carlo
+samples; :func:`aggregate_windows` reduces long documents' window outputs to their rows.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import threading
+import weakref
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -16,6 +20,7 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+from torch import nn
 
 from .batching import (
     DEFAULT_CPU_BATCH_TOKENS,
@@ -25,6 +30,7 @@ from .batching import (
     pad_batch,
     plan_batches,
 )
+from .errors import InputError
 from .models.loading import LoadedModel
 from .tokenization import EncodedTexts
 
@@ -97,13 +103,48 @@ def default_batch_tokens(device: torch.device) -> int:
     return DEFAULT_CUDA_BATCH_TOKENS if device.type == "cuda" else DEFAULT_CPU_BATCH_TOKENS
 
 
+@dataclass
+class Inference:
+    """One run over ragged rows: everything is in the rows' order, float32, on the model's device.
+
+    Invalid rows (and rows never run) hold NaN in every tensor.
+    """
+
+    outputs: torch.Tensor  # (rows, num_outputs): the deterministic (eval-mode) pass
+    embeddings: torch.Tensor | None = None  # (rows, hidden): pooled embeddings, when asked for
+    samples: torch.Tensor | None = None  # (k, rows, num_outputs): passes with dropout active
+
+
 def run_model(loaded: LoadedModel, encoded: EncodedTexts, settings: BatchSettings) -> torch.Tensor:
     """Outputs ``(rows, num_outputs)`` in float32 on the model's device; NaN for invalid rows."""
+    return infer(loaded, encoded, settings).outputs
+
+
+def infer(
+    loaded: LoadedModel,
+    encoded: EncodedTexts,
+    settings: BatchSettings,
+    *,
+    embeddings: bool = False,
+    dropout_samples: int | None = None,
+) -> Inference:
+    """Run the model over ``encoded`` in sorted, token-budgeted batches.
+
+    ``embeddings=True`` also returns the pooled embedding the head sees, from the same
+    forward pass (the module's ``forward_with_embedding``). ``dropout_samples=k`` also runs
+    every batch ``k`` more times with dropout active (on a twin of the module, see
+    :func:`mc_dropout_twin`); the ``outputs`` still come from the eval-mode pass.
+    """
     device = loaded.device
-    out = torch.full((encoded.num_rows, loaded.info.num_outputs), float("nan"), dtype=torch.float32, device=device)
+    num_rows = encoded.num_rows
+    out = _nan((num_rows, loaded.info.num_outputs), device)
+    forward = embedding_forward(loaded) if embeddings else loaded.module
+    twin = mc_dropout_twin(loaded) if dropout_samples else None
+    samples = _nan((dropout_samples, num_rows, loaded.info.num_outputs), device) if dropout_samples else None
+    vectors = _nan((num_rows, 0), device) if embeddings else None
     valid_rows = np.flatnonzero(encoded.valid)
     if valid_rows.size == 0:
-        return out
+        return Inference(out, vectors, samples)
     budget = settings.batch_tokens or default_batch_tokens(device)
     batches = plan_batches(
         encoded.lengths,
@@ -129,10 +170,109 @@ def run_model(loaded: LoadedModel, encoded: EncodedTexts, settings: BatchSetting
             padded_tokens += input_ids.numel()
             input_ids = _to_device(input_ids, device)
             attention_mask = _to_device(attention_mask, device)
-            result = forward_with_oom_split(loaded.module, input_ids, attention_mask, count_split)
-            out[torch.from_numpy(rows).to(device)] = result.float()
+            index = torch.from_numpy(rows).to(device)
+            result = forward_with_oom_split(forward, input_ids, attention_mask, count_split)
+            if embeddings:
+                result, pooled = result
+                if vectors.shape[1] != pooled.shape[1]:
+                    vectors = _nan((num_rows, pooled.shape[1]), device)
+                vectors[index] = pooled.float()
+            out[index] = result.float()
+            for sample in range(dropout_samples or 0):
+                samples[sample, index] = forward_with_oom_split(twin, input_ids, attention_mask, count_split).float()
     _record(rows=int(valid_rows.size), real_tokens=encoded.num_tokens, padded_tokens=padded_tokens,
             batches=len(batches), oom_splits=splits)
+    return Inference(out, vectors, samples)
+
+
+def _nan(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    return torch.full(shape, float("nan"), dtype=torch.float32, device=device)
+
+
+def embedding_forward(loaded: LoadedModel):
+    """The module's ``forward_with_embedding(input_ids, attention_mask) -> (outputs, pooled)``.
+
+    Model classes opt in by defining that method; the others cannot give embeddings.
+    """
+    forward = getattr(loaded.module, "forward_with_embedding", None)
+    if forward is None:
+        raise InputError(
+            f"embedding_field needs a model that exposes its pooled embedding, and the "
+            f"{loaded.info.layout!r} model in {loaded.info.path} ({type(loaded.module).__name__}) "
+            f"has no forward_with_embedding(input_ids, attention_mask); drop embedding_field."
+        )
+    return forward
+
+
+# ---------------------------------------------------------------------------- MC dropout
+
+_TWINS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_TWINS_LOCK = threading.Lock()
+
+
+def has_dropout(module: nn.Module) -> bool:
+    """True when some dropout layer of ``module`` has a rate above 0."""
+    return any(
+        isinstance(layer, nn.modules.dropout._DropoutNd) and float(layer.p) > 0 for layer in module.modules()
+    )
+
+
+def mc_dropout_twin(loaded: LoadedModel) -> nn.Module:
+    """A copy of the loaded module in training mode that shares every weight with it.
+
+    Monte-Carlo dropout needs dropout active, but the loaded module is shared by every
+    thread of the worker (one per process, see ``models.loading.get_model``): calling
+    ``.train()`` on it would switch dropout on in other threads' passes too, and
+    ``.eval()`` afterwards would race with them. So each module gets, once, a twin made
+    by ``deepcopy`` with its parameters and buffers memoized to themselves: the twin's
+    module objects (and their ``training`` flags) are its own, its tensors are the
+    original's, so it costs no extra weight memory. It is kept per process beside the
+    module (weakly keyed: it goes when the module goes). Training mode is safe for
+    inference in these encoders: what changes is dropout, including attention dropout
+    (which in transformers reads the attention module's own flag, not a ``Dropout``
+    layer's). Raises :class:`InputError` if the module has no dropout at all.
+    """
+    module = loaded.module
+    with _TWINS_LOCK:
+        twin = _TWINS.get(module)
+        if twin is None:
+            if not has_dropout(module):
+                raise InputError(
+                    f"mc_variance needs dropout in the model, and the {loaded.info.layout!r} model in "
+                    f"{loaded.info.path} has no dropout layer with a rate above 0; drop 'mc_variance'."
+                )
+            shared = {id(tensor): tensor for tensor in (*module.parameters(), *module.buffers())}
+            twin = copy.deepcopy(module, shared).train()
+            _TWINS[module] = twin
+    return twin
+
+
+# ---------------------------------------------------------------------------- long documents
+
+
+def aggregate_windows(values: torch.Tensor, owner: np.ndarray, num_rows: int, how: str) -> torch.Tensor:
+    """Reduce per-window values to per-row values by ``"mean"`` or ``"max"`` (per column).
+
+    ``values`` is ``(windows, width)`` or ``(k, windows, width)``; ``owner[w]`` is the row of
+    window ``w``. Rows without a window (invalid text) get NaN.
+    """
+    if how not in ("mean", "max"):
+        raise ValueError(f"how must be 'mean' or 'max', got {how!r}")
+    dim = values.ndim - 2
+    shape = list(values.shape)
+    shape[dim] = num_rows
+    index = torch.from_numpy(np.asarray(owner, dtype=np.int64)).to(values.device)
+    counts = torch.zeros(num_rows, dtype=values.dtype, device=values.device).index_add_(
+        0, index, torch.ones_like(index, dtype=values.dtype)
+    )
+    if how == "mean":
+        out = torch.zeros(shape, dtype=values.dtype, device=values.device).index_add_(dim, index, values)
+        out = out / counts[:, None]  # 0/0 = NaN for rows without a window
+    else:
+        spread = index.view([-1, 1]).expand(values.shape[dim:]).expand(values.shape)
+        out = torch.zeros(shape, dtype=values.dtype, device=values.device)
+        out = out.scatter_reduce_(dim, spread, values, "amax", include_self=False)
+        out[..., counts == 0, :] = float("nan")
     return out
 
 
