@@ -3,8 +3,9 @@
 It lives in an importable module (not ``__main__``) so workers import it instead of
 receiving it with every task; the models it uses come from the per-process registry.
 Several classifiers can run in one call: the partition is read once, and texts are
-tokenized once per distinct (text column, tokenizer, max_chars, max length), where
-"tokenizer" means the tokenizer files' content (:func:`~nemo_cls_dask.models.loading.tokenizer_fingerprint`).
+tokenized once per distinct (text column, tokenizer, max_chars, max length, truncation or
+windows with their overlap), where "tokenizer" means the tokenizer files' content
+(:func:`~nemo_cls_dask.models.loading.tokenizer_fingerprint`).
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..engine import run_model
+from ..engine import aggregate_windows, infer
 from ..frames import assign_columns, text_values
-from ..models.loading import get_model
-from ..tokenization import EncodedTexts, clean_texts, encode
+from ..models.loading import LoadedModel, get_model
+from ..tokenization import EncodedTexts, WindowedTexts, clean_texts, encode, encode_windows
 
 if TYPE_CHECKING:
     from .base import DistributedDataClassifier
@@ -31,7 +32,7 @@ def classify_partition(part: Any, classifiers: Sequence[DistributedDataClassifie
         return classifiers[0]._meta_for(part, classifiers)
     columns: dict[str, Any] = {}
     texts_cache: dict[tuple, tuple[list[str], Any]] = {}
-    encoded_cache: dict[tuple, EncodedTexts] = {}
+    encoded_cache: dict[tuple, EncodedTexts | WindowedTexts] = {}
     infos = []
     for classifier in classifiers:
         loaded = get_model(classifier.model_identifier, classifier.cache_dir, classifier.device)
@@ -42,13 +43,58 @@ def classify_partition(part: Any, classifiers: Sequence[DistributedDataClassifie
             texts_cache[text_key] = clean_texts(text_values(part[classifier.text_field]), max_chars)
         texts, valid = texts_cache[text_key]
         # Same tokenizer files (not just the same folder) tokenize alike: share the ids.
-        encode_key = (text_key, loaded.info.tokenizer_key or str(loaded.info.tokenizer_path), max_length)
+        # Windowed ids differ from truncated ones, and with the overlap; mean and max share them.
+        windowed = classifier.long_documents != "truncate"
+        mode = ("windows", classifier.chunk_overlap) if windowed else ("truncate",)
+        encode_key = (text_key, loaded.info.tokenizer_key or str(loaded.info.tokenizer_path), max_length, mode)
         if encode_key not in encoded_cache:
-            encoded_cache[encode_key] = encode(loaded.tokenizer, texts, valid, max_length)
-        outputs = run_model(loaded, encoded_cache[encode_key], classifier._batch_settings())
-        columns.update(classifier.postprocess(outputs, valid, loaded.info, part))
+            if windowed:
+                encoded_cache[encode_key] = encode_windows(loaded.tokenizer, texts, valid, max_length, classifier.chunk_overlap)
+            else:
+                encoded_cache[encode_key] = encode(loaded.tokenizer, texts, valid, max_length)
+        columns.update(classifier_columns(classifier, loaded, encoded_cache[encode_key], valid, part))
         infos.append(loaded.info)
     out = assign_columns(part, columns)
     for classifier, info in zip(classifiers, infos):
         out = classifier._apply_filter(out, info)
     return out
+
+
+def classifier_columns(
+    classifier: DistributedDataClassifier,
+    loaded: LoadedModel,
+    tokens: EncodedTexts | WindowedTexts,
+    valid: Any,
+    like: Any,
+) -> dict[str, Any]:
+    """Run one classifier's model over its tokens and build all its columns for ``like``.
+
+    With windows (long documents), every window is a row of the engine's batches; the
+    windows' probabilities, dropout samples and embeddings are then reduced to their rows.
+    """
+    info = loaded.info
+    uncertainty = classifier.uncertainty or ()
+    samples_wanted = classifier.dropout_samples if "mc_variance" in uncertainty else None
+    windows = tokens if isinstance(tokens, WindowedTexts) else None
+    result = infer(
+        loaded,
+        windows.windows if windows is not None else tokens,
+        classifier._batch_settings(),
+        embeddings=classifier.embedding_field is not None,
+        dropout_samples=samples_wanted,
+    )
+    samples = classifier.probabilities(result.samples, info) if result.samples is not None else None
+    embeddings = result.embeddings
+    if windows is None:
+        columns = classifier.postprocess(result.outputs, valid, info, like)
+        probabilities = classifier.probabilities(result.outputs, info) if uncertainty else None
+    else:
+        rows, how = windows.num_rows, classifier.long_documents
+        probabilities = aggregate_windows(classifier.probabilities(result.outputs, info), windows.owner, rows, how)
+        columns = classifier.postprocess_aggregated(probabilities, valid, info, like)
+        if samples is not None:
+            samples = aggregate_windows(samples, windows.owner, rows, how)
+        if embeddings is not None:
+            embeddings = aggregate_windows(embeddings, windows.owner, rows, "mean")
+    columns.update(classifier.extra_columns(probabilities, samples, embeddings, valid, info, like))
+    return columns
