@@ -6,6 +6,7 @@
 """
 
 from .classifiers import (
+    ComposedClassifier,
     ContentTypeClassifier,
     DebianTopicClassifier,
     DistributedDataClassifier,
@@ -23,12 +24,15 @@ from .cluster import get_client
 from .engine import engine_stats, reset_engine_stats
 from .errors import InputError, ModelLoadError, ModelNotFoundError, NemoClsDaskError
 from .models import BackboneHeadModel, describe_model, load_counts
+from .models.composed import ComposedModel, compose
 from .train import TextClassifier, TrainingError
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackboneHeadModel",
+    "ComposedClassifier",
+    "ComposedModel",
     "ContentTypeClassifier",
     "DebianTopicClassifier",
     "DistributedDataClassifier",
@@ -47,6 +51,7 @@ __all__ = [
     "ModelNotFoundError",
     "NemoClsDaskError",
     "classify",
+    "compose",
     "describe_model",
     "engine_stats",
     "get_client",

@@ -1,6 +1,7 @@
 """DataFrame operators: the generic classifier and the ready-made ones."""
 
 from .base import DistributedDataClassifier, classify
+from .composed import ComposedClassifier
 from .debian import DebianTopicClassifier
 from .nvidia import (
     ContentTypeClassifier,
@@ -17,6 +18,7 @@ from .registry import CLASSIFIERS, make_classifier
 
 __all__ = [
     "CLASSIFIERS",
+    "ComposedClassifier",
     "ContentTypeClassifier",
     "DebianTopicClassifier",
     "DistributedDataClassifier",

@@ -42,6 +42,7 @@ class ModelInfo:
     path: Path
     layout: str  # "head" (NVIDIA backbone + fc), "hf" (transformers sequence classification)
     # or "multihead" (NVIDIA backbone + one fc per target, e.g. prompt task and complexity)
+    # or "composed" (one backbone + named head-only components, models/composed.py)
     problem_type: str
     labels: tuple[str, ...] | None  # in id order; None for unlabeled regression outputs
     num_outputs: int
@@ -52,6 +53,8 @@ class ModelInfo:
     #: NVIDIA DeBERTa-v3 repos each ship a copy of one tokenizer) get the same key, so a
     #: one-pass ``classify`` tokenizes their text once.
     tokenizer_key: str = field(default="", compare=False)
+    #: ``"composed"`` layout: each head's own info (name -> ModelInfo), in output order.
+    components: dict[str, ModelInfo] | None = field(default=None, repr=False, compare=False, hash=False)
 
 
 def describe_model(identifier: str, cache_dir: str | None = None) -> ModelInfo:
@@ -69,6 +72,10 @@ def describe_model(identifier: str, cache_dir: str | None = None) -> ModelInfo:
         )
     if MULTIHEAD_KEY in config:
         return _describe_multihead(path, config, cache_dir)
+    from .composed import describe_composed, is_composed_config
+
+    if is_composed_config(config):
+        return describe_composed(path, config, cache_dir)
     if "model_type" in config:
         return _describe_hf(path, config)
     check_head_config(config, str(path / "config.json"))
@@ -359,6 +366,10 @@ def _load_module(info: ModelInfo, cache_dir: str | None) -> nn.Module:
         return SequenceClassificationAdapter(model)
     if info.layout == "multihead":
         return load_multihead_module(info.path, info.config, _weights_file(info.path), cache_dir)
+    if info.layout == "composed":
+        from .composed import load_composed_module
+
+        return load_composed_module(info, cache_dir)
     return load_head_module(info.path, info.config, cache_dir)
 
 
