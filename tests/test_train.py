@@ -112,7 +112,7 @@ def test_predict_shapes_and_inputs(fitted, data):
 
 def test_evaluate(fitted, data):
     single = fitted["single_label"].evaluate(data)
-    assert set(single) == {"accuracy", "macro_f1"} and 0 <= single["accuracy"] <= 1
+    assert set(single) == {"accuracy", "macro_f1", "ece"} and 0 <= single["accuracy"] <= 1
     multi = fitted["multi_label"].evaluate(data, label_field="tags")
     assert {"micro_f1", "macro_f1", "per_label_f1"} <= set(multi)
     assert set(multi["per_label_f1"]) == {"apple", "banana", "water"}

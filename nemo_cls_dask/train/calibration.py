@@ -45,7 +45,8 @@ def _check(logits: np.ndarray, target: np.ndarray, problem: str) -> tuple[np.nda
     if problem not in _PROBLEMS:
         raise ValueError(f"temperature scaling is for {_PROBLEMS}, got {problem!r}.")
     logits = np.asarray(logits, dtype=np.float64)
-    logits = logits.reshape(len(logits), -1)
+    if logits.ndim == 1:
+        logits = logits[:, None]
     target = np.asarray(target)
     if len(target) != len(logits):
         raise ValueError(f"{len(logits)} rows of logits but {len(target)} targets.")

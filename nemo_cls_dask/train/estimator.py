@@ -36,11 +36,13 @@ from ..models.hub import resolve_backbone_dir
 from ..models.loading import LoadedModel, ModelInfo, describe_model, load_head_module, resolve_device
 from ..tokenization import EncodedTexts, clean_texts, encode
 from . import data as D
-from .metrics import accuracy, macro_f1, multilabel_f1, regression_metrics, tune_thresholds
+from .calibration import TemperatureFit, calibrate_temperature, rescale_thresholds
+from .metrics import accuracy, expected_calibration_error, macro_f1, multilabel_f1, regression_metrics, tune_thresholds
 from .optim import SCHEDULES, lr_factor, parameter_groups, parameter_depths
 
 DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
 CONFIG_KEY = "nemo_cls_dask_train"
+CALIBRATIONS = (None, "temperature")
 
 
 class TrainingError(NemoClsDaskError, RuntimeError):
@@ -112,6 +114,14 @@ class TextClassifier:
         Train only the head on pooled embeddings computed once (the fast CPU path);
         :meth:`save_pretrained` then writes head-only weights and ``base_model`` supplies
         the backbone.
+    calibration
+        None (default) or ``"temperature"``: after training, fit one temperature ``T`` on
+        the validation split (the one early stopping uses; :mod:`~nemo_cls_dask.train.calibration`)
+        so that ``softmax(logits / T)`` (or ``sigmoid``) is calibrated. Classifiers only, and
+        it needs validation data. ``T`` is saved as ``temperature`` in ``config.json`` and
+        every inference path divides the logits by it; labels do not change (multi-label
+        thresholds are rescaled to keep the same decisions). :meth:`calibrate` refits ``T``
+        on any labelled data.
     seed
         Seeds weights of the head, dropout, shuffling and the validation split; the same
         seed on CPU gives identical weights. The global torch RNG is left untouched.
@@ -126,7 +136,8 @@ class TextClassifier:
     Fitted attributes: ``model_`` (the BackboneHeadModel), ``tokenizer_``, ``labels_``
     (tuple, None for regression), ``output_names_``, ``thresholds_`` (multi-label, numpy),
     ``history_`` (list of per-epoch dicts), ``best_epoch_``, ``n_train_rows_``,
-    ``text_field_``.
+    ``text_field_``, ``calibration_`` (None, or a dict with ``temperature``, ``rows`` and the
+    validation ``nll_before``/``nll_after``/``ece_before``/``ece_after``).
     """
 
     def __init__(
@@ -155,6 +166,7 @@ class TextClassifier:
         layerwise_lr_decay: float = 1.0,
         gradual_unfreezing: bool = False,
         frozen_backbone: bool = False,
+        calibration: str | None = None,
         seed: int = 0,
         verbose: bool = True,
         warm_start: bool = False,
@@ -184,6 +196,7 @@ class TextClassifier:
         self.layerwise_lr_decay = layerwise_lr_decay
         self.gradual_unfreezing = gradual_unfreezing
         self.frozen_backbone = frozen_backbone
+        self.calibration = calibration
         self.seed = seed
         self.verbose = verbose
         self.warm_start = warm_start
@@ -246,6 +259,10 @@ class TextClassifier:
             raise InputError(f"early_stopping_patience must be a positive integer or None, got {self.early_stopping_patience!r}.")
         if self.labels is not None and (isinstance(self.labels, str) or len(set(self.labels)) != len(list(self.labels))):
             raise InputError(f"labels must be a list of distinct strings, got {self.labels!r}.")
+        if self.calibration not in CALIBRATIONS:
+            raise InputError(f"calibration must be one of {CALIBRATIONS}, got {self.calibration!r}.")
+        if self.calibration is not None and self.problem == "regression":
+            raise InputError("calibration='temperature' is for classifiers; a regression model has no probabilities to calibrate.")
 
     # ------------------------------------------------------------------ fitting
 
@@ -282,6 +299,11 @@ class TextClassifier:
             else:
                 vframe = validation
             valid = D.FrameSource(vframe, text_field, label_fields, None, "validation data")
+        if self.calibration is not None and valid is None and not self.validation_fraction:
+            raise InputError(
+                "calibration='temperature' fits the temperature on validation data, but there is none: "
+                "pass validation=... to fit, or set validation_fraction > 0 (or calibrate(X) after fitting)."
+            )
 
         summary = train.summarize(self.problem, self.label_sep)
         n_rows = int(summary.get(D.ROWS_KEY, 0))
@@ -298,6 +320,7 @@ class TextClassifier:
             torch.manual_seed(self.seed)
             if continuing:
                 model, tokenizer = self.model_, self.tokenizer_
+                model.set_temperature(None)  # training moves the logits: an old temperature no longer fits
                 if self.problem == "regression":
                     self._unfold_scale(model)
             else:
@@ -332,7 +355,52 @@ class TextClassifier:
             self.validation_metrics_ = run.best_metrics
         if self.problem == "multi_label" and run.has_validation:
             self.validation_metrics_ = dict(self.validation_metrics_) | run.threshold_metrics(self.thresholds_)
+        self.calibration_ = None
+        if self.calibration == "temperature":
+            raw, target, _ = run._validation_outputs()  # temperature 1: the raw logits
+            self._set_calibration(self._fit_temperature(raw.cpu().numpy(), target, "validation split"))
+            self.validation_metrics_ = dict(self.validation_metrics_) | {
+                "temperature": self.calibration_["temperature"], "ece_calibrated": self.calibration_["ece_after"]}
         self._export = None
+        return self
+
+    # ------------------------------------------------------------------ calibration
+
+    def _fit_temperature(self, raw: np.ndarray, target: np.ndarray, what: str) -> TemperatureFit:
+        keep = ~np.isnan(raw).any(axis=1)
+        if not keep.any():
+            raise InputError(f"Cannot calibrate: the {what} has no rows with text.")
+        return calibrate_temperature(raw[keep], target[keep], self.problem)
+
+    def _set_calibration(self, fit: TemperatureFit) -> None:
+        """Give the model the fitted temperature, keeping multi-label decisions unchanged."""
+        old = self.model_.temperature
+        self.model_.set_temperature(fit.temperature)
+        if self.thresholds_ is not None:
+            self.thresholds_ = rescale_thresholds(self.thresholds_, old, fit.temperature)
+        self.calibration_ = fit.as_dict()
+        self._export = None
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            tqdm.write(
+                f"temperature scaling on {fit.rows} rows: T = {fit.temperature:.4f}; ECE "
+                f"{fit.ece_before:.4f} -> {fit.ece_after:.4f}, NLL {fit.nll_before:.4f} -> {fit.nll_after:.4f}"
+            )
+
+    def calibrate(self, X: Any, y: Any = None, *, text_field: str | None = None, label_field: str | list[str] | None = None) -> TextClassifier:
+        """Fit the temperature on labelled data ``X`` (as for :meth:`evaluate`) and return self.
+
+        Replaces any earlier temperature; predicted labels stay the same. The report is in
+        ``calibration_``; :meth:`save_pretrained` writes ``T`` as ``temperature``.
+        """
+        self._check_fitted()
+        if self.problem == "regression":
+            raise InputError("calibrate() is for classifiers; a regression model has no probabilities to calibrate.")
+        old = self.model_.temperature
+        raw, target = self._labelled_outputs(X, y, text_field, label_field, "calibration data")
+        # The outputs are divided by the current temperature: undo that to fit on raw logits.
+        self._set_calibration(self._fit_temperature(raw * old, target, "calibration data"))
         return self
 
     def _check_missing(self, summary: pd.Series, label_fields: tuple[str, ...]) -> None:
@@ -477,6 +545,8 @@ class TextClassifier:
             "text_field": self.text_field_,
             "label_fields": list(self.label_fields_),
         }
+        if getattr(self, "calibration_", None):
+            config[CONFIG_KEY]["calibration"] = dict(self.calibration_)
         return config
 
     def save_pretrained(self, save_directory: str | Path, *, head_only: bool | None = None) -> Path:
@@ -544,6 +614,7 @@ class TextClassifier:
         self.text_field_ = stored.get("text_field", "text")
         self.label_fields_ = tuple(stored.get("label_fields", ["label"]))
         self.target_scale_ = None
+        self.calibration_ = stored.get("calibration")
         self._export = None
         return self
 
@@ -692,23 +763,30 @@ class TextClassifier:
     def evaluate(self, X: Any, y: Any = None, *, text_field: str | None = None, label_field: str | list[str] | None = None) -> dict[str, Any]:
         """Metrics on labelled data (in-memory, or a dask frame computed partition by partition).
 
-        Single-label: ``accuracy``, ``macro_f1``. Multi-label (tuned thresholds):
-        ``micro_f1``, ``macro_f1``, ``per_label_f1`` (dict). Regression: ``mse``, ``mae``.
+        Single-label: ``accuracy``, ``macro_f1``, ``ece``. Multi-label (tuned thresholds):
+        ``micro_f1``, ``macro_f1``, ``per_label_f1`` (dict), ``ece``. Regression: ``mse``,
+        ``mae``. ``ece`` is the expected calibration error of the probabilities as predicted
+        (after any temperature; 15 equal-width bins; top-label for single-label, every
+        (row, label) probability for multi-label: see
+        :func:`~nemo_cls_dask.train.metrics.expected_calibration_error`).
         """
         self._check_fitted()
+        raw, target = self._labelled_outputs(X, y, text_field, label_field, "evaluation data")
+        return self._metrics(raw, target, self.thresholds_)
+
+    def _labelled_outputs(self, X: Any, y: Any, text_field: str | None, label_field: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
+        """Model outputs (NaN rows for blank text) and encoded targets of labelled data."""
         text_field = text_field or self.text_field_
         label_field = label_field or (list(self.label_fields_) if len(self.label_fields_) > 1 else self.label_fields_[0])
         frame, text_field, fields = D.as_frame(X, y, text_field, label_field)
-        source = D.FrameSource(frame, text_field, fields, None, "evaluation data")
+        source = D.FrameSource(frame, text_field, fields, None, what)
         label2id = {label: i for i, label in enumerate(self.labels_)} if self.labels_ else None
         outputs, targets = [], []
         for index in range(source.n_chunks):
             part = source.chunk(index)
-            targets.append(D.encode_targets(part, self.problem, fields, self.label_sep, label2id, "evaluation data"))
+            targets.append(D.encode_targets(part, self.problem, fields, self.label_sep, label2id, what))
             outputs.append(self._raw_outputs(part, text_field, None))
-        raw = np.concatenate(outputs)
-        target = np.concatenate(targets)
-        return self._metrics(raw, target, self.thresholds_)
+        return np.concatenate(outputs), np.concatenate(targets)
 
     def _metrics(self, raw: np.ndarray, target: np.ndarray, thresholds: np.ndarray | None, labels: Any = None) -> dict[str, Any]:
         labels = labels if labels is not None else getattr(self, "labels_", None)
@@ -716,12 +794,15 @@ class TextClassifier:
         raw, target = raw[keep], target[keep]
         if self.problem == "regression":
             return regression_metrics(target, raw)
+        proba = self._to_proba(raw.astype(np.float32, copy=False))
         if self.problem == "single_label":
             predicted = raw.argmax(axis=1)
-            return {"accuracy": accuracy(target, predicted), "macro_f1": macro_f1(target, predicted, raw.shape[1])}
-        chosen = self._to_proba(raw) >= (thresholds if thresholds is not None else 0.5)
+            return {"accuracy": accuracy(target, predicted), "macro_f1": macro_f1(target, predicted, raw.shape[1]),
+                    "ece": expected_calibration_error(proba, target)}
+        chosen = proba >= (thresholds if thresholds is not None else 0.5)
         micro, macro, per_label = multilabel_f1(target > 0.5, chosen)
-        return {"micro_f1": micro, "macro_f1": macro, "per_label_f1": dict(zip(labels, map(float, per_label)))}
+        return {"micro_f1": micro, "macro_f1": macro, "per_label_f1": dict(zip(labels, map(float, per_label))),
+                "ece": expected_calibration_error(proba, target, multi_label=True)}
 
 
 def _list_column_to_frame(part: pd.DataFrame, column: str, names: list[str]) -> pd.DataFrame:

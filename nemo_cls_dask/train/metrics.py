@@ -108,7 +108,8 @@ def expected_calibration_error(
         raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}.")
     proba = np.asarray(proba, dtype=np.float64)
     target = np.asarray(target)
-    proba = proba.reshape(len(proba), -1)
+    if proba.ndim == 1:
+        proba = proba[:, None]
     keep = ~np.isnan(proba).any(axis=1)
     proba, target = proba[keep], target[keep]
     if multi_label:
