@@ -70,6 +70,10 @@ def describe_model(identifier: str, cache_dir: str | None = None) -> ModelInfo:
             f"never passed). Use a checkpoint of a standard transformers architecture, or remove "
             f"'auto_map' if the config names one."
         )
+    if config.get("architecture") == "kimcnn":  # a light model fitted by nemo_cls_dask.light
+        from ..light.checkpoint import describe_kimcnn
+
+        return describe_kimcnn(path, config)
     if MULTIHEAD_KEY in config:
         return _describe_multihead(path, config, cache_dir)
     from .composed import describe_composed, is_composed_config
@@ -314,10 +318,17 @@ def get_model(identifier: str, cache_dir: str | None = None, device: str | torch
 
 
 def get_tokenizer(path: Path) -> Any:
-    """A fast tokenizer for ``path``, loaded once per process."""
+    """A fast tokenizer for ``path`` (a light model's ``text_vocab.json``: a
+    :class:`~nemo_cls_dask.light.vocab.TextVocab`), loaded once per process."""
     key = str(path)
     tokenizer = _TOKENIZERS.get(key)
     if tokenizer is None:
+        from ..light.vocab import VOCAB_FILE, TextVocab
+
+        if Path(path).name == VOCAB_FILE:  # a light model's fitted vocabulary: no transformers
+            tokenizer = TextVocab.load(path)
+            _TOKENIZERS[key] = tokenizer
+            return tokenizer
         from transformers import AutoTokenizer
 
         try:
@@ -341,6 +352,10 @@ def clear_models() -> None:
 
 
 def _load_module(info: ModelInfo, cache_dir: str | None) -> nn.Module:
+    if info.layout == "kimcnn":
+        from ..light.checkpoint import load_kimcnn_module
+
+        return load_kimcnn_module(info)
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # workers' logs are not terminals
