@@ -380,18 +380,28 @@ class DistributedDataClassifier:
         return self._columns_from_probabilities(self.probabilities(outputs, info), valid, info, like)
 
     def postprocess_aggregated(
-        self, probabilities: torch.Tensor, valid: np.ndarray, info: ModelInfo, like: Any
+        self,
+        probabilities: torch.Tensor,
+        single_window_outputs: torch.Tensor,
+        valid: np.ndarray,
+        info: ModelInfo,
+        like: Any,
     ) -> dict[str, Any]:
         """Output columns from per-row aggregated window probabilities (long documents).
 
         This class writes them as they are (with ``"max"`` a softmax row's scores need not
         sum to 1: each is the highest that label got in any window). A subclass that
-        overrides :meth:`postprocess` gets them back as raw outputs through
-        :meth:`outputs_from_probabilities`.
+        overrides :meth:`postprocess` gets raw outputs: a row that fit in one window gets
+        that window's own outputs (so it comes out exactly as with truncation; they are
+        NaN in ``single_window_outputs`` for other rows), a longer one its aggregate mapped
+        back through :meth:`outputs_from_probabilities`.
         """
         if type(self).postprocess is DistributedDataClassifier.postprocess:
             return self._columns_from_probabilities(probabilities, valid, info, like)
-        return self.postprocess(self.outputs_from_probabilities(probabilities, info), valid, info, like)
+        outputs = self.outputs_from_probabilities(probabilities, info)
+        single = ~torch.isnan(single_window_outputs).any(dim=-1)
+        outputs[single] = single_window_outputs[single]
+        return self.postprocess(outputs, valid, info, like)
 
     def _columns_from_probabilities(
         self, probabilities: torch.Tensor, valid: np.ndarray, info: ModelInfo, like: Any

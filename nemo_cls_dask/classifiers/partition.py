@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from ..engine import aggregate_windows, infer
 from ..frames import assign_columns, text_values
 from ..models.loading import LoadedModel, get_model
@@ -91,7 +93,9 @@ def classifier_columns(
     else:
         rows, how = windows.num_rows, classifier.long_documents
         probabilities = aggregate_windows(classifier.probabilities(result.outputs, info), windows.owner, rows, how)
-        columns = classifier.postprocess_aggregated(probabilities, valid, info, like)
+        single = aggregate_windows(result.outputs, windows.owner, rows, "mean")  # exact for one window
+        single[torch.from_numpy(windows.windows_per_row() != 1).to(single.device)] = float("nan")
+        columns = classifier.postprocess_aggregated(probabilities, single, valid, info, like)
         if samples is not None:
             samples = aggregate_windows(samples, windows.owner, rows, how)
         if embeddings is not None:
