@@ -85,6 +85,8 @@ def test_layout_and_describe(parts):
     topic = json.loads((composed / "topic" / "config.json").read_text())
     assert topic["temperature"] > 0 and topic["temperature"] != 1.0
     assert describe_model(str(composed / "tags")).layout == "head"
+    alone = TextClassifier.from_pretrained(composed / "tags")
+    assert alone.labels_ == ("apple", "banana", "water") and alone.predict(["an apple"]).shape == (1,)
     assert (composed / "tokenizer_config.json").is_file()
 
 

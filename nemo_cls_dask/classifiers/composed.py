@@ -56,8 +56,11 @@ class ComposedClassifier(DistributedDataClassifier):
 
     Takes the other options of :class:`DistributedDataClassifier` (``text_field``,
     ``max_chars``, ``max_seq_length``, ``batch_tokens``, ``autocast``, ``device``,
-    ``cache_dir``, ...). ``label_field``, ``score_field`` and ``filter_by`` are not
-    accepted (the columns come from the heads; filter the output frame instead). Head
+    ``cache_dir``, ...). ``embedding_field`` writes the first component's pooled vector
+    (the embedding that component gives alone); ``long_documents="mean"/"max"``
+    aggregates each head's window probabilities as that head would alone. Not accepted:
+    ``label_field``, ``score_field`` and ``filter_by`` (the columns come from the heads;
+    filter the output frame instead), and ``uncertainty`` (run a head alone for it). Head
     names, column clashes and ``scores`` are checked against the model when the operator
     is applied, before any compute.
     """
@@ -198,20 +201,24 @@ class ComposedClassifier(DistributedDataClassifier):
                           for name, component, part in self._per_head(probabilities, info)], dim=-1)
 
     def postprocess(self, outputs: torch.Tensor, valid: np.ndarray, info: ModelInfo, like: Any) -> dict[str, Any]:
-        return self._head_columns(outputs, valid, info, like, aggregated=False)
+        parts = {name: (component, part) for name, component, part in self._per_head(outputs, info)}
+        columns: dict[str, Any] = {}
+        for name in self._selected(info):
+            component, part = parts[name]
+            columns.update(self._head_operator(name, component).postprocess(part, valid, component, like))
+        return columns
 
-    def postprocess_aggregated(self, probabilities: torch.Tensor, valid: np.ndarray, info: ModelInfo, like: Any) -> dict[str, Any]:
+    def postprocess_aggregated(
+        self, probabilities: torch.Tensor, single_window_outputs: torch.Tensor, valid: np.ndarray, info: ModelInfo, like: Any
+    ) -> dict[str, Any]:
         """Long documents: every head writes its window-aggregated probabilities as it would alone."""
-        return self._head_columns(probabilities, valid, info, like, aggregated=True)
-
-    def _head_columns(self, values: torch.Tensor, valid: np.ndarray, info: ModelInfo, like: Any, aggregated: bool) -> dict[str, Any]:
-        parts = {name: (component, part) for name, component, part in self._per_head(values, info)}
+        parts = {name: (component, part) for name, component, part in self._per_head(probabilities, info)}
+        singles = {name: part for name, _, part in self._per_head(single_window_outputs, info)}
         columns: dict[str, Any] = {}
         for name in self._selected(info):
             component, part = parts[name]
             operator = self._head_operator(name, component)
-            make = operator.postprocess_aggregated if aggregated else operator.postprocess
-            columns.update(make(part, valid, component, like))
+            columns.update(operator.postprocess_aggregated(part, singles[name], valid, component, like))
         return columns
 
     def __getstate__(self) -> dict[str, Any]:
