@@ -500,6 +500,7 @@ def test_one_pass_keeps_truncated_and_windowed_tokens_apart(head_checkpoint, tex
         ({"uncertainty": ["entropy", "variance"]}, "uncertainty must be"),
         ({"uncertainty": []}, "uncertainty must be"),
         ({"uncertainty": ["margin", "margin"]}, "twice"),
+        ({"uncertainty": 3}, "uncertainty must be"),
         ({"uncertainty": ["mc_variance"]}, "needs dropout_samples"),
         ({"uncertainty": ["mc_variance"], "dropout_samples": 1}, "dropout_samples must be"),
         ({"uncertainty": ["mc_variance"], "dropout_samples": True}, "dropout_samples must be"),

@@ -140,9 +140,7 @@ class DistributedDataClassifier:
         self.autocast = autocast
         self.device = device
         self.cache_dir = os.fspath(cache_dir) if cache_dir is not None else None
-        self.uncertainty = (
-            tuple([uncertainty] if isinstance(uncertainty, str) else uncertainty) if uncertainty is not None else None
-        )
+        self.uncertainty = _names_tuple(uncertainty)
         self.dropout_samples = dropout_samples
         self.embedding_field = embedding_field
         self.long_documents = long_documents
@@ -187,8 +185,8 @@ class DistributedDataClassifier:
     def _check_extra_options(self) -> None:
         """Check the uncertainty, embedding and long-document options (no model needed)."""
         if self.uncertainty is not None:
-            unknown = [name for name in self.uncertainty if name not in UNCERTAINTY_MEASURES]
-            if not self.uncertainty or unknown or not all(isinstance(name, str) for name in self.uncertainty):
+            given = self.uncertainty
+            if not isinstance(given, tuple) or not given or any(name not in UNCERTAINTY_MEASURES for name in given):
                 raise InputError(
                     f"uncertainty must be a non-empty list of {list(UNCERTAINTY_MEASURES)}, got {self.uncertainty!r}."
                 )
@@ -307,10 +305,10 @@ class DistributedDataClassifier:
         return self.output_names() + self.extra_output_names()
 
     def _uncertainty_prefix(self) -> str:
-        if self.label_field:
+        """Uncertainty columns are named after the label column, else the subclass's first column."""
+        if self.label_field or type(self).output_names is DistributedDataClassifier.output_names:
             return self.label_field
-        core = self.output_names() if type(self).output_names is not DistributedDataClassifier.output_names else []
-        return core[0] if core else "preds"
+        return self.output_names()[0]
 
     def summary_column(self) -> str:
         """The output column whose value counts summarize a run (the CLI prints them)."""
@@ -543,6 +541,17 @@ def _check_positive_or_none(name: str, value: Any, allow_none: bool = True) -> N
         return
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise InputError(f"{name} must be a positive integer{' or None' if allow_none else ''}, got {value!r}.")
+
+
+def _names_tuple(value: Any) -> Any:
+    """A str or a list of names as a tuple; None stays None, anything else is left for the checks."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    return value
 
 
 def config_has_dropout(info: ModelInfo, cache_dir: str | None = None) -> bool | None:
