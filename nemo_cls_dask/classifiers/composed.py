@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..models.composed import LAYOUT
+from ..models.composed import LAYOUT, split_outputs
 from ..models.loading import ModelInfo
 from .base import DistributedDataClassifier
 
@@ -183,9 +183,8 @@ class ComposedClassifier(DistributedDataClassifier):
 
     def _per_head(self, values: torch.Tensor, info: ModelInfo) -> list[tuple[str, ModelInfo, torch.Tensor]]:
         """``(name, component info, that head's slice of the last dimension)`` for every head."""
-        widths = [component.num_outputs for component in info.components.values()]
-        parts = torch.split(values, widths, dim=-1)
-        return [(name, component, part) for (name, component), part in zip(info.components.items(), parts)]
+        parts = split_outputs(values, {name: component.num_outputs for name, component in info.components.items()})
+        return [(name, component, parts[name]) for name, component in info.components.items()]
 
     def probabilities(self, outputs: torch.Tensor, info: ModelInfo) -> torch.Tensor:
         """Each head's outputs in its own probability space (softmax, sigmoid or values), side by side."""

@@ -53,8 +53,7 @@ from torch import nn
 
 from ..errors import InputError, ModelLoadError, ModelNotFoundError
 from .heads import POOLINGS, apply_temperature, config_temperature, head_width, pool, right_align
-from .hub import read_json, resolve_backbone_dir
-from .multihead import split_heads
+from .hub import resolve_backbone_dir
 from .weights import load_checked
 
 if TYPE_CHECKING:
@@ -241,9 +240,9 @@ def describe_composed(path: Path, config: dict[str, Any], cache_dir: str | None 
     )
 
 
-def split_outputs(outputs: torch.Tensor, components: Mapping[str, ModelInfo]) -> dict[str, torch.Tensor]:
-    """Cut side-by-side outputs ``(rows, sum of widths)`` into ``{name: (rows, width)}``."""
-    return split_heads(outputs, {name: info.num_outputs for name, info in components.items()})
+def split_outputs(outputs: torch.Tensor, widths: Mapping[str, int]) -> dict[str, torch.Tensor]:
+    """Cut side-by-side outputs ``(..., sum of widths)`` into ``{name: (..., width)}`` (last dimension)."""
+    return dict(zip(widths, torch.split(outputs, list(widths.values()), dim=-1)))
 
 
 # ---------------------------------------------------------------------------------------
@@ -320,7 +319,7 @@ class ComposedModel(nn.Module):
 
     def split(self, outputs: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{name: (rows, width)}`` from :meth:`forward`'s outputs."""
-        return split_heads(outputs, self.widths)
+        return split_outputs(outputs, self.widths)
 
     # ------------------------------------------------------------------ building / saving
 

@@ -86,7 +86,6 @@ def _binned_gap(confidence: np.ndarray, outcome: np.ndarray, n_bins: int) -> flo
     if confidence.size == 0:
         return float("nan")
     bins = np.clip(np.ceil(confidence * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
-    counts = np.bincount(bins, minlength=n_bins).astype(np.float64)
     confidence_sums = np.bincount(bins, weights=confidence, minlength=n_bins)
     outcome_sums = np.bincount(bins, weights=outcome, minlength=n_bins)
     return float(np.abs(outcome_sums - confidence_sums).sum() / confidence.size)
