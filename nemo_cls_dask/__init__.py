@@ -5,6 +5,7 @@
 >>> out = DistributedDataClassifier(model_identifier="debian-topics", label_field="topic")(ddf)
 """
 
+from .active import ActiveLearner, query
 from .classifiers import (
     ComposedClassifier,
     ContentTypeClassifier,
@@ -31,6 +32,7 @@ from .train import TextClassifier, TrainingError
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActiveLearner",
     "BackboneHeadModel",
     "ComposedClassifier",
     "ComposedModel",
@@ -61,5 +63,6 @@ __all__ = [
     "engine_stats",
     "get_client",
     "load_counts",
+    "query",
     "reset_engine_stats",
 ]
