@@ -65,28 +65,30 @@ class KimCNN(nn.Module):
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Pooled features ``(rows, num_filters * len(kernel_sizes))`` before dropout and head.
 
-        Each convolution runs as one matrix product over the unfolded windows (the
-        ``Conv1d`` modules hold the weights): on CPU this trains about 1.5x faster than
-        ``Conv1d`` with these few channels, and gives the same numbers up to rounding.
+        Each convolution runs as one matrix product (bias fused) over the unfolded windows;
+        the ``Conv1d`` modules hold the weights. On CPU this is faster than ``Conv1d`` with
+        these few channels, and gives the same numbers up to rounding.
         """
         mask = (input_ids != PAD_ID) if attention_mask is None else attention_mask.bool()
         x = self.embedding(input_ids) * mask.unsqueeze(-1).to(self.embedding.weight.dtype)  # (rows, width, dim)
         widest = max(self.kernel_sizes)
         x = F.pad(x, (0, 0, widest - 1, widest - 1))  # zero vectors on both sides: "wide" convolution
         real = F.pad(mask.to(torch.float32), (widest - 1, widest - 1))
-        width = input_ids.shape[1]
+        rows, width = input_ids.shape
         pooled = []
         for k, conv in zip(self.kernel_sizes, self.convs):
             span = slice(widest - k, widest + width + k - 2)  # width + 2(k - 1) positions
             windows = x[:, span].unfold(1, k, 1)  # (rows, width + k - 1, dim, k)
-            weight = conv.weight.reshape(conv.out_channels, -1)  # (filters, dim * k), same order
-            h = windows.reshape(windows.shape[0], windows.shape[1], -1) @ weight.t() + conv.bias
-            # A window counts if it covers at least one real token; the others (all padding,
-            # so exactly the bias) drop 1e4 below it. max then ReLU equals ReLU then max, and
-            # a row whose windows all lie in padding (no tokens) gets 0.
-            covers = real[:, span].unfold(1, k, 1).amax(dim=-1)  # (rows, width + k - 1), 0 or 1
-            h = h + ((covers - 1.0) * 1e4).unsqueeze(-1)
-            pooled.append(F.relu(h.amax(dim=1)))
+            positions = windows.shape[1]
+            weight = conv.weight.reshape(conv.out_channels, -1)  # (filters, dim * k), the same order
+            h = torch.addmm(conv.bias, windows.reshape(rows * positions, -1), weight.t())
+            # A window counts if it covers at least one real token. The others lie wholly in
+            # padding (their value is the bias): set them 1e4 down, touching only those rows.
+            # max then ReLU equals ReLU then max; a row with no tokens at all gets 0.
+            outside = (real[:, span].unfold(1, k, 1).amax(dim=-1) == 0).reshape(-1).nonzero().squeeze(1)
+            if outside.numel():
+                h = h.index_fill(0, outside, -1e4)
+            pooled.append(F.relu(h.view(rows, positions, -1).amax(dim=1)))
         return torch.cat(pooled, dim=1)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
