@@ -266,6 +266,18 @@ def test_one_pass_classify_shares_the_vocabulary(checkpoint, tmp_path):
     assert out["a"].tolist() == out["b"].tolist() == frame["label"].tolist()
 
 
+def test_cli_classifies_with_a_kimcnn_checkpoint(checkpoint, tmp_path):
+    from nemo_cls_dask.cli import main
+
+    source = tmp_path / "in"
+    source.mkdir()
+    toy_frame(12).to_json(source / "part.jsonl", orient="records", lines=True)
+    output = tmp_path / "out"
+    assert main(["classify", str(source), str(output), "--model", str(checkpoint), "--n-workers", "1"]) == 0
+    out = pd.read_json(output / "part.jsonl", lines=True)
+    assert out["preds"].tolist() == out["label"].tolist()  # a worker process loaded the vocabulary
+
+
 def test_broken_checkpoints_fail_when_described(checkpoint, tmp_path):
     import shutil
 
