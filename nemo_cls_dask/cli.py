@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--max-seq-length", type=int, default=None)
     classify.add_argument("--batch-tokens", type=int, default=None, help="token budget per forward pass (rows x padded length)")
     classify.add_argument("--max-batch-rows", type=int, default=1024)
-    classify.add_argument("--autocast", default="auto", choices=["auto", "bf16", "fp16", "fp32"], help="auto: bf16/fp16 on GPU, fp32 on CPU")
+    classify.add_argument("--autocast", default="auto", choices=["auto", "bf16", "fp16", "fp32"], help="auto: bf16/fp16 on GPU; bf16 on CPUs with AVX512-BF16/AMX, else fp32")
     classify.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     classify.add_argument("--cache-dir", default=None, help="Hugging Face cache folder")
     classify.add_argument("--truth-field", default=None, help="column with true labels: print accuracy and the majority baseline")

@@ -59,7 +59,7 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     train.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE", help="stop after PATIENCE epochs without a better validation loss")
     train.add_argument("--layerwise-lr-decay", type=float, default=1.0)
     train.add_argument("--gradual-unfreezing", action="store_true")
-    train.add_argument("--autocast", default="auto", choices=["auto", "bf16", "fp16", "fp32"], help="auto: bf16/fp16 on GPU, fp32 on CPU")
+    train.add_argument("--autocast", default="auto", choices=["auto", "bf16", "fp16", "fp32"], help="auto: bf16/fp16 on GPU; bf16 on CPUs with AVX512-BF16/AMX, else fp32")
     train.add_argument("--in-memory", action="store_true", help="load the whole input into memory (default: stream dask partitions)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default="auto")

@@ -16,6 +16,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # OpenMP threads spinning against each other make each matmul ~100x slower. (Dask
 # workers get OMP_NUM_THREADS=1 from their nanny anyway.)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# fp32 under autocast=True on every CPU, so results do not depend on whether the machine
+# has bf16 matrix instructions (worker processes inherit it). Tests of the bf16 default set
+# it themselves.
+os.environ["NEMO_CLS_DASK_CPU_BF16"] = "0"
 
 import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402

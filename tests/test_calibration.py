@@ -107,7 +107,7 @@ def test_saved_temperature_divides_operator_logits(request, copy_checkpoint, var
     frame = pd.DataFrame({"text": varied_texts[:12]})
 
     def scores(folder):
-        out = DistributedDataClassifier(model_identifier=str(folder), score_field="p", max_seq_length=64)(frame)
+        out = DistributedDataClassifier(model_identifier=str(folder), score_field="p", max_seq_length=64, autocast=False)(frame)
         return np.stack(out["p"].to_list()).astype(np.float64), out["preds"].to_list()
 
     plain, plain_labels = scores(source)
@@ -166,7 +166,8 @@ def data() -> pd.DataFrame:
 def quick(backbone: str, **kwargs) -> TextClassifier:
     # a high learning rate and many epochs make the head over-confident on noisy labels
     params = dict(frozen_backbone=True, epochs=30, learning_rate=0.05, warmup_ratio=0.0, max_len=24,
-                  max_batch_rows=16, verbose=False, seed=0, fc_dropout=0.0, validation_fraction=0.3)
+                  max_batch_rows=16, verbose=False, seed=0, fc_dropout=0.0, validation_fraction=0.3,
+                  autocast=False)  # exact fp32 comparisons below
     params.update(kwargs)
     return TextClassifier(backbone, **params)
 
@@ -192,7 +193,7 @@ def test_fit_with_calibration(backbone, data, tmp_path, capsys):
     # saved as "temperature"; the operator and from_pretrained agree
     folder = calibrated.save_pretrained(tmp_path / "clf")
     assert json.loads((folder / "config.json").read_text())["temperature"] == report["temperature"]
-    out = DistributedDataClassifier(model_identifier=str(folder), score_field="p")(data[["text"]].head(30))
+    out = DistributedDataClassifier(model_identifier=str(folder), score_field="p", autocast=False)(data[["text"]].head(30))
     np.testing.assert_allclose(np.stack(out["p"].to_list()), calibrated.predict_proba(texts), atol=1e-5)
     loaded = TextClassifier.from_pretrained(folder)
     assert loaded.model_.temperature == report["temperature"] and loaded.calibration_ == report

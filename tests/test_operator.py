@@ -30,6 +30,8 @@ from nemo_cls_dask import (
     load_counts,
     reset_engine_stats,
 )
+from nemo_cls_dask import engine as engine_module
+from nemo_cls_dask.engine import CPU_BF16_ENV, autocast_dtype
 from nemo_cls_dask.models.loading import get_model
 
 from conftest import HEAD_LABELS, HF_LABELS, MULTI_LABELS
@@ -144,7 +146,7 @@ def test_probabilities_match_reference(layout, options, checkpoints, varied_text
     expected = softmax(reference_outputs(checkpoint, varied_texts))
     settings = {"batch_tokens": 256, **options}
     classifier = DistributedDataClassifier(
-        model_identifier=checkpoint, label_field="label", score_field="prob", autocast=True, **settings
+        model_identifier=checkpoint, label_field="label", score_field="prob", autocast=False, **settings
     )
     reset_engine_stats()
     out = classifier(text_frame(varied_texts))
@@ -161,7 +163,8 @@ def test_probabilities_match_reference(layout, options, checkpoints, varied_text
 def test_multilabel_outputs_match_reference(checkpoints, varied_texts):
     probabilities = sigmoid(reference_outputs(checkpoints["multi"], varied_texts))
     classifier = DistributedDataClassifier(
-        model_identifier=checkpoints["multi"], label_field="topics", score_field="topic_prob", batch_tokens=300
+        model_identifier=checkpoints["multi"], label_field="topics", score_field="topic_prob", batch_tokens=300,
+        autocast=False,
     )
     out = classifier(text_frame(varied_texts))
     assert out["topics"].dtype == pd.ArrowDtype(pa.list_(pa.string()))
@@ -173,7 +176,7 @@ def test_multilabel_outputs_match_reference(checkpoints, varied_texts):
 
 def test_regression_writes_float32(checkpoints, varied_texts):
     expected = reference_outputs(checkpoints["regression"], varied_texts)[:, 0]
-    out = DistributedDataClassifier(model_identifier=checkpoints["regression"], label_field="edu", batch_tokens=300)(
+    out = DistributedDataClassifier(model_identifier=checkpoints["regression"], label_field="edu", batch_tokens=300, autocast=False)(
         text_frame(varied_texts)
     )
     assert out["edu"].dtype == np.float32
@@ -593,3 +596,36 @@ def test_errors_are_value_or_file_errors():
 
 def test_hf_hub_offline_is_set_for_the_suite():
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
+# --------------------------------------------------------------------------- precision defaults
+
+
+@pytest.mark.parametrize(
+    ("env", "detected", "expected"),
+    [("", True, torch.bfloat16), ("", False, None), ("0", True, None), ("1", False, torch.bfloat16)],
+    ids=["bf16-cpu", "avx2-cpu", "forced-off", "forced-on"],
+)
+def test_cpu_autocast_default_follows_bf16_instructions(monkeypatch, env, detected, expected):
+    monkeypatch.setenv(CPU_BF16_ENV, env)
+    monkeypatch.setattr(engine_module, "_cpu_has_bf16_instructions", lambda: detected)
+    assert autocast_dtype(torch.device("cpu"), True) is expected
+    assert autocast_dtype(torch.device("cpu"), False) is None
+    assert autocast_dtype(torch.device("cpu"), "bf16") is torch.bfloat16
+
+
+def test_default_autocast_on_a_bf16_cpu_runs_bf16(monkeypatch, checkpoints, varied_texts):
+    frame = text_frame(varied_texts)
+    options = dict(model_identifier=checkpoints["hf"], label_field="l", score_field="p", batch_tokens=1024)
+    fp32 = score_matrix(DistributedDataClassifier(**options, autocast=False)(frame)["p"])
+    forced = score_matrix(DistributedDataClassifier(**options, autocast="bf16")(frame)["p"])
+    monkeypatch.setenv(CPU_BF16_ENV, "1")
+    default = score_matrix(DistributedDataClassifier(**options)(frame)["p"])
+    np.testing.assert_array_equal(default, forced)
+    assert not np.array_equal(default, fp32)
+
+
+def test_bad_cpu_bf16_setting_fails_when_applied(monkeypatch, checkpoints):
+    monkeypatch.setenv(CPU_BF16_ENV, "yes")
+    with pytest.raises(InputError, match="NEMO_CLS_DASK_CPU_BF16 must be 0, 1 or unset, got 'yes'"):
+        DistributedDataClassifier(model_identifier=checkpoints["hf"])(dd.from_pandas(text_frame(["a b"]), npartitions=1))

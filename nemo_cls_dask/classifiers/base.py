@@ -19,7 +19,7 @@ import torch
 
 from .. import frames
 from ..batching import DEFAULT_MAX_BATCH_ROWS
-from ..engine import AUTOCAST_CHOICES, BatchSettings
+from ..engine import AUTOCAST_CHOICES, BatchSettings, cpu_has_fast_bf16
 from ..errors import InputError
 from ..models.loading import ModelInfo, describe_model
 from ..uncertainty import PROBABILITY_MEASURES, UNCERTAINTY_MEASURES, uncertainty_scores
@@ -68,7 +68,9 @@ class DistributedDataClassifier:
     max_batch_rows
         Upper bound on rows per forward pass.
     autocast
-        ``True``: bf16 (or fp16) on GPU, fp32 on CPU. ``"bf16"``/``"fp16"`` force a reduced
+        ``True``: bf16 (or fp16) on GPU; on CPU, bf16 where the CPU has native bf16 matrix
+        instructions (AVX512-BF16 or AMX), else fp32 (``NEMO_CLS_DASK_CPU_BF16=0`` in the
+        workers' environment keeps CPUs at fp32). ``"bf16"``/``"fp16"`` force a reduced
         precision (also on CPU), ``False`` forces fp32.
     device
         ``"auto"`` (the worker's GPU if it has one, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
@@ -176,6 +178,7 @@ class DistributedDataClassifier:
             raise InputError(f"sort_by_length must be True or False, got {self.sort_by_length!r}.")
         if self.autocast not in AUTOCAST_CHOICES:
             raise InputError(f"autocast must be one of {AUTOCAST_CHOICES}, got {self.autocast!r}.")
+        cpu_has_fast_bf16()  # a bad NEMO_CLS_DASK_CPU_BF16 fails here, not in the workers
         if self.device != "auto":
             try:
                 torch.device(self.device)

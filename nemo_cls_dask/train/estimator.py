@@ -97,8 +97,9 @@ class TextClassifier:
         None, ``"balanced"`` (single-label: ``n / (k * count)``; multi-label: positive weight
         ``negatives / positives`` per label) or a dict label -> weight.
     autocast
-        None/False: fp32. True: bf16 (or fp16 with loss scaling) on GPU, fp32 on CPU.
-        ``"bf16"``/``"fp16"`` force it (bf16 on CPU is opt-in).
+        None/False: fp32. True: bf16 (or fp16 with loss scaling) on GPU; on CPU, bf16 where
+        the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX), else fp32 (as the
+        operator: :func:`nemo_cls_dask.engine.autocast_dtype`). ``"bf16"``/``"fp16"`` force it.
     validation_fraction
         Share of training rows held out for validation when ``fit`` gets no ``validation``
         (stratified for single-label; per partition for dask frames). 0 disables it.
