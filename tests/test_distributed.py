@@ -121,3 +121,18 @@ def test_weights_stay_out_of_the_task_graph(client, frame, head_checkpoint):
     assert len(cloudpickle.dumps(classify_partition)) < 200
     with dask.config.set(scheduler=client):
         assert len(out.compute()) == len(frame)
+
+
+def test_workers_keep_large_tensors_off_mmap(client, frame, head_checkpoint):
+    """Dask's nanny fixes MALLOC_TRIM_THRESHOLD_ (freezing glibc's mmap threshold); loading a
+    model in a worker raises the mmap threshold again (nemo_cls_dask.allocator)."""
+    from nemo_cls_dask import allocator
+
+    environments = client.run(lambda: "MALLOC_TRIM_THRESHOLD_" in __import__("os").environ)
+    assert all(environments.values()), "dask's nanny is expected to set MALLOC_TRIM_THRESHOLD_"
+    DistributedDataClassifier(model_identifier=head_checkpoint)(dd.from_pandas(frame, npartitions=NPARTITIONS)).compute()
+    states = client.run(lambda: allocator._STATE["tuned"])
+    loaded = client.run(lambda: bool(nemo_cls_dask.load_counts()))
+    if allocator._mallopt() is None:
+        pytest.skip("not glibc: mallopt is not available")
+    assert all(states[worker] is True for worker, did_load in loaded.items() if did_load), states

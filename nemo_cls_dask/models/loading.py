@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..allocator import tune_for_tensors
 from ..errors import ModelLoadError
 from .heads import (
     BackboneHeadModel,
@@ -309,6 +310,7 @@ def get_model(identifier: str, cache_dir: str | None = None, device: str | torch
     with _LOCK:
         loaded = _REGISTRY.get(key)
         if loaded is None:
+            tune_for_tensors()  # Dask workers: keep large tensors off mmap (see allocator.py)
             info = describe_model(identifier, cache_dir)
             module = _load_module(info, cache_dir).to(target).eval()
             loaded = LoadedModel(info, module, get_tokenizer(info.tokenizer_path), target)

@@ -1,0 +1,77 @@
+"""Keep glibc from mapping and unmapping every large tensor in Dask worker processes.
+
+Dask's nanny starts each worker with ``MALLOC_TRIM_THRESHOLD_=65536``
+(``distributed.nanny.pre-spawn-environ``) so that freed memory goes back to the system.
+Setting any malloc threshold by hand also switches off glibc's *dynamic* mmap threshold,
+so every allocation above 128 KiB (almost every activation tensor of a transformer batch)
+becomes a fresh ``mmap`` whose pages fault in, and is unmapped again when freed. On the
+2-core development machine that halved a worker's throughput: 60 against 107 docs/s for
+the packaged MiniLM model in bf16 on one thread (``benchmarks/bench_inference.py``
+measures the operator on a ``LocalCluster``).
+
+:func:`tune_for_tensors` raises the mmap threshold back to glibc's own dynamic ceiling
+(32 MiB on 64-bit), only in a process whose environment fixed a malloc threshold and left
+``MALLOC_MMAP_THRESHOLD_`` unset (so a choice made by the user stands). The trim threshold
+is left as Dask set it. It runs once per process, when the first model is loaded.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import threading
+
+#: ``mallopt`` parameter number of ``M_MMAP_THRESHOLD`` (glibc ``malloc.h``).
+M_MMAP_THRESHOLD = -3
+#: glibc's largest dynamic mmap threshold on 64-bit systems (``DEFAULT_MMAP_THRESHOLD_MAX``).
+MMAP_THRESHOLD = 32 * 1024 * 1024
+#: Settings that freeze glibc's mmap threshold at 128 KiB (environment variables, and the
+#: same as ``GLIBC_TUNABLES`` names).
+FREEZING_VARIABLES = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
+FREEZING_TUNABLES = ("glibc.malloc.trim_threshold", "glibc.malloc.top_pad")
+#: Settings by which a user chose the mmap behaviour: then it is left alone.
+MMAP_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_MMAP_MAX_")
+MMAP_TUNABLES = ("glibc.malloc.mmap_threshold", "glibc.malloc.mmap_max")
+
+_LOCK = threading.Lock()
+_STATE: dict[str, bool | None] = {"tuned": None}
+
+
+def tune_for_tensors() -> bool:
+    """Raise glibc's mmap threshold where Dask's environment froze it; True if it was raised.
+
+    Idempotent and cheap after the first call. Does nothing (returns False) off glibc, when
+    the environment chose the mmap behaviour (``MALLOC_MMAP_THRESHOLD_``/``MALLOC_MMAP_MAX_``
+    or their ``GLIBC_TUNABLES``), or when it fixed no malloc threshold.
+    """
+    with _LOCK:
+        if _STATE["tuned"] is None:
+            _STATE["tuned"] = _tune()
+        return bool(_STATE["tuned"])
+
+
+def _tune() -> bool:
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if any(name in os.environ for name in MMAP_VARIABLES) or any(name in tunables for name in MMAP_TUNABLES):
+        return False
+    if not (any(name in os.environ for name in FREEZING_VARIABLES) or any(name in tunables for name in FREEZING_TUNABLES)):
+        return False
+    mallopt = _mallopt()
+    if mallopt is None:
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+
+
+def _mallopt():
+    """glibc's ``mallopt``, or None on another C library."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        function = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = (ctypes.c_int, ctypes.c_int)
+    function.restype = ctypes.c_int
+    return function
