@@ -95,7 +95,7 @@ def main() -> None:
     client = get_client(n_workers=args.workers)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            folders = {"thin": build_thin_checkpoint(Path(tmp) / "thin"), "minilm": bench.build_checkpoint(Path(tmp) / "minilm")}
+            folders = {"thin": build_thin_checkpoint(Path(tmp) / "thin"), "minilm": bench.build_checkpoint(Path(tmp) / "minilm", trained=False)}
             for name, rows_list in sizes.items():
                 for rows in rows_list:
                     seconds = measure(client, folders[name], texts[:rows], args.partition_rows)
