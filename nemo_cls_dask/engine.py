@@ -27,6 +27,7 @@ from .batching import (
     DEFAULT_CPU_BATCH_TOKENS,
     DEFAULT_CUDA_BATCH_TOKENS,
     DEFAULT_MAX_BATCH_ROWS,
+    INFERENCE_MIN_FILL,
     forward_with_oom_split,
     pad_batch,
     plan_batches,
@@ -182,6 +183,7 @@ def infer(
         batch_tokens=budget,
         max_batch_rows=settings.max_batch_rows,
         sort_by_length=settings.sort_by_length,
+        min_fill=INFERENCE_MIN_FILL,
     )
     pad_id = loaded.tokenizer.pad_token_id
     pad_id = 0 if pad_id is None else int(pad_id)
