@@ -9,7 +9,8 @@ text of a held-out source package is seen in training). 5,000 training rows.
     backbone and/or full fine-tune) vs a TF-IDF + logistic regression baseline
     (scikit-learn, used only here) trained on the same rows.
 (b) multi-label debtags (``Tag:`` of the Packages file, the 30 most frequent tags):
-    micro-F1 with per-label thresholds tuned on validation data vs a fixed 0.5.
+    held-out micro-F1 with per-label thresholds tuned on a validation split of unseen source
+    packages (the default micro-F1 objective, and each label's own F1) vs a fixed 0.5.
 
 Usage::
 
@@ -40,7 +41,7 @@ import build_default_model as debian  # noqa: E402
 
 from nemo_cls_dask import TextClassifier  # noqa: E402
 from nemo_cls_dask.engine import autocast_dtype  # noqa: E402
-from nemo_cls_dask.train.metrics import multilabel_f1  # noqa: E402
+from nemo_cls_dask.train.metrics import multilabel_f1, tune_thresholds  # noqa: E402
 
 BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
 N_TAGS = 30
@@ -99,28 +100,45 @@ def run_single(train, test, mode: str, args) -> None:
           f"({len(test)} rows)", flush=True)
 
 
+def tag_matrix(frame: pd.DataFrame, labels: list[str]) -> np.ndarray:
+    index = {label: j for j, label in enumerate(labels)}
+    truth = np.zeros((len(frame), len(labels)), dtype=bool)
+    for i, tags in enumerate(frame["tags"]):
+        for tag in tags:
+            truth[i, index[tag]] = True
+    return truth
+
+
 def run_multi(train, test, mode: str, args) -> None:
+    """Fit on ``train`` minus a validation split of its own source packages (15%), on which the
+    thresholds are tuned; report held-out micro/macro-F1 with the default thresholds
+    (``threshold_objective="micro_f1"``), with each label's own best F1 (``"label_f1"``,
+    tuned on the same validation outputs), and at a fixed 0.5."""
     frozen = mode == "frozen"
     clf = TextClassifier(
         BACKBONE, problem="multi_label", max_len=128, epochs=args.head_epochs if frozen else args.epochs,
         learning_rate=2e-3 if frozen else args.lr, head_learning_rate=2e-3 if frozen else args.head_lr,
         frozen_backbone=frozen, batch_tokens=args.batch_tokens, max_batch_rows=64 if frozen else 32,
-        autocast=args.autocast, validation_fraction=0.15, seed=0, verbose=args.verbose,
+        autocast=args.autocast, seed=0, verbose=args.verbose,
     )
     rows = train if frozen else train.head(args.finetune_rows)
+    # A validation split by source package, as the held-out rows are: a random split would
+    # put libfoo-dev in validation and libfoo1 in training, and thresholds tuned on those
+    # near-copies are too low for new packages.
+    is_valid = debian.in_group(rows["source"], 0.15, salt="valid")
     started = time.perf_counter()
-    clf.fit(rows, text_field="text", label_field="tags")
+    clf.fit(rows[~is_valid], text_field="text", label_field="tags", validation=rows[is_valid])
     fit_seconds = time.perf_counter() - started
+    labels = list(clf.labels_)
     proba = clf.predict_proba(test, text_field="text")
-    truth = np.zeros_like(proba, dtype=bool)
-    index = {label: j for j, label in enumerate(clf.labels_)}
-    for i, tags in enumerate(test["tags"]):
-        for tag in tags:
-            truth[i, index[tag]] = True
-    tuned, tuned_macro, _ = multilabel_f1(truth, proba >= clf.thresholds_[None, :])
-    fixed, fixed_macro, _ = multilabel_f1(truth, proba >= 0.5)
-    print(f"  TextClassifier {mode:8s} rows={len(rows)} epochs={clf.epochs}: micro-F1 tuned {tuned:.4f} vs 0.5 {fixed:.4f}  "
-          f"(macro-F1 {tuned_macro:.4f} vs {fixed_macro:.4f})  fit {fit_seconds:.0f}s", flush=True)
+    truth = tag_matrix(test, labels)
+    per_label = tune_thresholds(tag_matrix(rows[is_valid], labels), clf.predict_proba(rows[is_valid], text_field="text"),
+                                objective="label_f1")
+    results = {name: multilabel_f1(truth, proba >= thresholds[None, :])[:2] for name, thresholds in
+               (("micro_f1", clf.thresholds_), ("label_f1", per_label), ("0.5", np.full(len(labels), 0.5)))}
+    shown = "  ".join(f"{name} {micro:.4f}/{macro:.4f}" for name, (micro, macro) in results.items())
+    print(f"  TextClassifier {mode:8s} rows={len(rows)} ({int((~is_valid).sum())} train, {int(is_valid.sum())} validation) "
+          f"epochs={clf.epochs}: held-out micro-F1/macro-F1 with thresholds  {shown}  fit {fit_seconds:.0f}s", flush=True)
 
 
 def main() -> None:

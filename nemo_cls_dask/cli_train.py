@@ -40,6 +40,8 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     train.add_argument("--backbone", default="sentence-transformers/all-MiniLM-L6-v2", help="hub id or folder of the encoder")
     train.add_argument("--labels", default=None, help="comma-separated class names (default: those in the data)")
     train.add_argument("--label-sep", default=None, help="multi-label: delimiter of labels in a string column")
+    train.add_argument("--threshold-objective", default="micro_f1", choices=["micro_f1", "label_f1"],
+                       help="multi-label: what the per-label thresholds maximize on the validation rows")
     train.add_argument("--validation", default=None, help="validation jsonl/parquet file or folder (default: hold out --validation-fraction)")
     train.add_argument("--validation-fraction", type=float, default=0.1)
     train.add_argument("--epochs", type=int, default=3)
@@ -82,6 +84,7 @@ def build_estimator(args: argparse.Namespace):
         problem=args.problem,
         labels=[label.strip() for label in args.labels.split(",")] if args.labels else None,
         label_sep=args.label_sep,
+        threshold_objective=args.threshold_objective,
         pooling=args.pooling,
         max_len=args.max_len,
         fc_dropout=args.fc_dropout,

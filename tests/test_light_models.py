@@ -313,6 +313,8 @@ def test_bad_input_errors(fitted):
         tiny().fit(pd.DataFrame({"text": [None, " "], "label": ["x", "y"]}))
     with pytest.raises(InputError, match="level"):
         tiny(level="byte").fit(toy_frame(10))
+    with pytest.raises(InputError, match="threshold_objective must be one of"):
+        tiny(problem="multi_label", threshold_objective="f2").fit(toy_frame(10))
     with pytest.raises(InputError, match="kernel_sizes"):
         tiny(kernel_sizes=()).fit(toy_frame(10))
     with pytest.raises(InputError, match="Text column"):

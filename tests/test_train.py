@@ -223,10 +223,17 @@ def test_early_stopping_keeps_best(backbone):
     assert log_loss == pytest.approx(losses[best], rel=1e-4)
 
 
-def test_thresholds_tuned_on_validation(fitted):
+def test_thresholds_tuned_on_validation(fitted, backbone, data):
     clf = fitted["multi_label"]
     assert clf.thresholds_.shape == (3,) and not np.allclose(clf.thresholds_, 0.5)
     assert "tuned_micro_f1" in clf.validation_metrics_
+    assert clf.validation_metrics_["tuned_micro_f1"] >= clf.validation_metrics_["micro_f1"] - 1e-12
+    # each objective's thresholds are the best of their kind on the validation outputs
+    per_label = quick(backbone, problem="multi_label", epochs=4, threshold_objective="label_f1").fit(data, label_field="tags")
+    assert per_label.validation_metrics_["tuned_macro_f1"] >= clf.validation_metrics_["tuned_macro_f1"] - 1e-12
+    assert clf.validation_metrics_["tuned_micro_f1"] >= per_label.validation_metrics_["tuned_micro_f1"] - 1e-12
+    with pytest.raises(InputError, match="threshold_objective must be one of"):
+        quick(backbone, problem="multi_label", threshold_objective="f2").fit(data, label_field="tags")
 
 
 def test_mc_dropout(fitted, data, backbone, tmp_path):
@@ -371,3 +378,43 @@ def test_metrics():
     threshold = tune_thresholds(truth, proba)[0]
     assert 0.3 < threshold < 0.4
     assert tune_thresholds(np.zeros((3, 1), bool), proba[:3])[0] == 0.5
+
+
+def _best_micro_by_brute_force(truth: np.ndarray, proba: np.ndarray) -> float:
+    """The best micro-F1 over every combination of per-label cuts (tiny problems only)."""
+    import itertools
+
+    options = [np.r_[np.unique(proba[:, j]), np.inf] for j in range(proba.shape[1])]
+    return max(multilabel_f1(truth, proba >= np.array(cut)[None, :])[0] for cut in itertools.product(*options))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_micro_f1_thresholds_reach_the_best_cut_of_each_label(seed):
+    rng = np.random.default_rng(seed)
+    truth = rng.random((14, 3)) < [0.5, 0.3, 0.15]
+    proba = np.clip(truth * 0.3 + rng.random((14, 3)) * 0.7, 0, 1).round(2)  # informative, with ties
+    thresholds = tune_thresholds(truth, proba)
+    micro = multilabel_f1(truth, proba >= thresholds[None, :])[0]
+    # a coordinate-wise optimum: no single label's cut improves micro-F1
+    for j in range(proba.shape[1]):
+        for cut in np.r_[np.unique(proba[:, j]), np.inf]:
+            trial = thresholds.copy()
+            trial[j] = cut
+            assert multilabel_f1(truth, proba >= trial[None, :])[0] <= micro + 1e-12
+    assert micro >= multilabel_f1(truth, proba >= 0.5)[0] - 1e-12  # never worse than where it starts
+    assert micro >= 0.9 * _best_micro_by_brute_force(truth, proba)
+    assert ((thresholds > 0) & (thresholds < 1)).all()
+
+
+def test_threshold_objectives_differ_as_documented():
+    # label 1 is rare: its own best F1 takes a cut with many false positives, which costs micro-F1
+    truth = np.array([[1, 0], [1, 0], [1, 0], [1, 0], [0, 1], [0, 0], [0, 0], [0, 0]], bool)
+    proba = np.array([[0.9, 0.6], [0.8, 0.55], [0.7, 0.5], [0.6, 0.45], [0.2, 0.4], [0.1, 0.3], [0.1, 0.2], [0.1, 0.1]])
+    per_label = tune_thresholds(truth, proba, objective="label_f1")
+    micro = tune_thresholds(truth, proba, objective="micro_f1")
+    assert 0.3 < per_label[1] < 0.4  # label 1 alone: predicting 5 rows for its 1 positive gives F1 1/3
+    assert micro[1] > 0.6  # micro-F1: label 1 predicts nothing
+    assert multilabel_f1(truth, proba >= micro)[0] > multilabel_f1(truth, proba >= per_label)[0]
+    assert multilabel_f1(truth, proba >= per_label)[2][1] > multilabel_f1(truth, proba >= micro)[2][1]
+    with pytest.raises(ValueError, match="objective must be one of"):
+        tune_thresholds(truth, proba, objective="accuracy")

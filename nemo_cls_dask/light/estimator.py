@@ -31,7 +31,7 @@ from ..errors import InputError
 from ..models.loading import LoadedModel, ModelInfo, describe_model, resolve_device
 from ..tokenization import EncodedTexts, clean_texts, encode
 from ..train.estimator import TrainingError, _list_column_to_frame
-from ..train.metrics import tune_thresholds
+from ..train.metrics import THRESHOLD_OBJECTIVES, tune_thresholds
 from . import common as C
 from .checkpoint import LAYOUT, load_kimcnn_module, write_checkpoint
 from .kimcnn import DEFAULT_KERNEL_SIZES, KimCNN
@@ -50,8 +50,11 @@ class KimCNNClassifier(ParamsMixin):
     ----------------------------------------------------
     problem
         ``"single_label"`` (softmax, cross-entropy), ``"multi_label"`` (sigmoid, BCE; per-label
-        thresholds tuned for F1 on the validation rows) or ``"regression"`` (MSE on
-        standardised targets; one output per target column).
+        thresholds tuned on the validation rows, see ``threshold_objective``) or
+        ``"regression"`` (MSE on standardised targets; one output per target column).
+    threshold_objective
+        Multi-label: ``"micro_f1"`` (default: the thresholds together maximize micro-F1) or
+        ``"label_f1"`` (each label's own F1), as in :class:`~nemo_cls_dask.TextClassifier`.
     labels, label_sep
         Class names in output order (None: the sorted labels of the training data);
         multi-label string cells are split on ``label_sep``.
@@ -95,6 +98,7 @@ class KimCNNClassifier(ParamsMixin):
         problem: str = "single_label",
         labels: list[str] | None = None,
         label_sep: str | None = None,
+        threshold_objective: str = "micro_f1",
         level: str = "char",
         lowercase: bool = True,
         unicode_normalization: str | None = "NFKC",
@@ -119,6 +123,7 @@ class KimCNNClassifier(ParamsMixin):
         self.problem = problem
         self.labels = labels
         self.label_sep = label_sep
+        self.threshold_objective = threshold_objective
         self.level = level
         self.lowercase = lowercase
         self.unicode_normalization = unicode_normalization
@@ -147,6 +152,8 @@ class KimCNNClassifier(ParamsMixin):
             raise InputError(f"problem must be one of {sorted(C.PROBLEMS)}, got {self.problem!r}.")
         if self.level not in LEVELS:
             raise InputError(f"level must be one of {LEVELS}, got {self.level!r}.")
+        if self.threshold_objective not in THRESHOLD_OBJECTIVES:
+            raise InputError(f"threshold_objective must be one of {THRESHOLD_OBJECTIVES}, got {self.threshold_objective!r}.")
         for name in ("embedding_dim", "num_filters", "epochs", "batch_tokens", "max_batch_rows"):
             _check_positive_int(name, getattr(self, name))
         for name in ("max_len", "min_freq", "early_stopping_patience"):
@@ -504,12 +511,12 @@ class _Run:
         return {"loss": loss} | metrics
 
     def thresholds(self) -> np.ndarray:
-        """Per-label thresholds maximising F1 on the validation rows (0.5 without them)."""
+        """Per-label thresholds tuned on the validation rows (0.5 without them)."""
         n_labels = self.model.fc.out_features
         if self.valid_ids is None:
             return np.full(n_labels, 0.5)
         proba = torch.sigmoid(self._outputs(self.valid_ids)).cpu().numpy()
-        return tune_thresholds(self.valid_targets > 0.5, proba)
+        return tune_thresholds(self.valid_targets > 0.5, proba, objective=self.est.threshold_objective)
 
 
 def _target_scale(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -37,7 +37,15 @@ from ..models.loading import LoadedModel, ModelInfo, describe_model, load_head_m
 from ..tokenization import EncodedTexts, clean_texts, encode
 from . import data as D
 from .calibration import TemperatureFit, calibrate_temperature, rescale_thresholds
-from .metrics import accuracy, expected_calibration_error, macro_f1, multilabel_f1, regression_metrics, tune_thresholds
+from .metrics import (
+    THRESHOLD_OBJECTIVES,
+    accuracy,
+    expected_calibration_error,
+    macro_f1,
+    multilabel_f1,
+    regression_metrics,
+    tune_thresholds,
+)
 from .optim import SCHEDULES, lr_factor, parameter_groups, parameter_depths
 
 DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
@@ -72,8 +80,12 @@ class TextClassifier:
         pretrained weights; the head ``fc`` is new.
     problem
         ``"single_label"`` (softmax, cross-entropy), ``"multi_label"`` (sigmoid, BCE; per-label
-        thresholds tuned on validation data for F1) or ``"regression"`` (MSE; one output per
-        target column).
+        thresholds tuned on validation data, see ``threshold_objective``) or ``"regression"``
+        (MSE; one output per target column).
+    threshold_objective
+        Multi-label: what the per-label thresholds maximize on the validation rows:
+        ``"micro_f1"`` (default; all thresholds together) or ``"label_f1"`` (each label's own
+        F1: higher macro-F1, lower micro-F1; :func:`~nemo_cls_dask.train.metrics.tune_thresholds`).
     labels
         Class names in output order. None: the sorted labels found in the training data (a
         dask frame gets a first pass over its label column). Labels given here that have no
@@ -148,6 +160,7 @@ class TextClassifier:
         problem: str = "single_label",
         labels: list[str] | None = None,
         label_sep: str | None = None,
+        threshold_objective: str = "micro_f1",
         pooling: str = "mean",
         max_len: int = 128,
         fc_dropout: float = 0.1,
@@ -178,6 +191,7 @@ class TextClassifier:
         self.problem = problem
         self.labels = labels
         self.label_sep = label_sep
+        self.threshold_objective = threshold_objective
         self.pooling = pooling
         self.max_len = max_len
         self.fc_dropout = fc_dropout
@@ -238,6 +252,8 @@ class TextClassifier:
             raise InputError(f"problem must be one of {sorted(D.PROBLEMS)}, got {self.problem!r}.")
         if self.pooling not in ("mean", "cls"):
             raise InputError(f"pooling must be 'mean' or 'cls', got {self.pooling!r}.")
+        if self.threshold_objective not in THRESHOLD_OBJECTIVES:
+            raise InputError(f"threshold_objective must be one of {THRESHOLD_OBJECTIVES}, got {self.threshold_objective!r}.")
         for name in ("max_len", "epochs", "batch_tokens", "max_batch_rows", "gradient_accumulation_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -1144,7 +1160,7 @@ class _Run:
             return np.full(n_labels, 0.5)
         proba = torch.sigmoid(raw.float()).cpu().numpy()
         self._last_valid = (raw, target)
-        return tune_thresholds(target > 0.5, proba)
+        return tune_thresholds(target > 0.5, proba, objective=self.est.threshold_objective)
 
     def threshold_metrics(self, thresholds: np.ndarray) -> dict[str, Any]:
         raw, target = self._last_valid
