@@ -43,7 +43,7 @@ BENCHMARKS_MD = HERE.parent / "BENCHMARKS.md"
 
 #: (script, full arguments, quick arguments)
 SUITE = [
-    ("bench_inference.py", ["--rows", "1000"], ["--rows", "60", "--pipeline-batch-sizes", "1,8"]),
+    ("bench_inference.py", ["--rows", "2000"], ["--rows", "60", "--pipeline-batch-sizes", "1,8"]),
     ("bench_engine_options.py", ["--rows", "600", "--rounds", "3"], ["--rows", "60", "--rounds", "1", "--no-compile"]),
     ("bench_scaling.py", ["--thin-rows", "1000,10000,100000", "--minilm-rows", "1000,10000"],
      ["--thin-rows", "200,400", "--minilm-rows", "", "--partition-rows", "100"]),
@@ -56,13 +56,17 @@ NOISE = re.compile(r"^(Loading weights|Device set to use|\s*$)")
 def machine() -> str:
     """One line: CPU model, cores, memory, Python and torch."""
     cpu = platform.processor() or platform.machine()
+    flags: list[str] = []
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == (platform.processor() or platform.machine()):
                 cpu = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith("flags") and not flags:
+                present = set(line.split(":", 1)[1].split())
+                flags = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in present]
     except OSError:
         pass
+    cpu += f" ({' '.join(flags) or 'flags unknown'})"
     try:
         memory = f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB"
     except (ValueError, OSError, AttributeError):
