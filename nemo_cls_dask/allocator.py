@@ -5,8 +5,9 @@ Dask's nanny starts each worker with ``MALLOC_TRIM_THRESHOLD_=65536``
 Setting any malloc threshold by hand also switches off glibc's *dynamic* mmap threshold,
 so every allocation above 128 KiB (almost every activation tensor of a transformer batch)
 becomes a fresh ``mmap`` whose pages fault in, and is unmapped again when freed. On the
-2-core development machine that halved a worker's throughput: 60 against 107 docs/s for
-the packaged MiniLM model in bf16 on one thread (``benchmarks/bench_inference.py``
+2-core development machine that nearly halved a worker's throughput: the packaged MiniLM
+model in bf16 on one thread ran 50–56 docs/s in that environment, 90–100 without it, and
+86–94 with this module's fix (interleaved runs; ``benchmarks/bench_inference.py``
 measures the operator on a ``LocalCluster``).
 
 :func:`tune_for_tensors` raises the mmap threshold back to glibc's own dynamic ceiling

@@ -61,8 +61,8 @@ def autocast_dtype(device: torch.device, autocast: bool | str | None) -> torch.d
     fp32. ``False``/``None``/``"fp32"`` disable it; ``"bf16"``/``"fp16"`` force a dtype.
 
     Why bf16 is the CPU default where it is fast: on an AVX512-BF16 EPYC it ran the packaged
-    MiniLM model 2.4x faster than fp32 with 99.7% of labels unchanged (issue 5's bar for a
-    default is 99.5%; ``benchmarks/bench_engine_options.py`` measures both). Without those
+    MiniLM model 2.35x faster than fp32 with 99.65-99.83% of labels unchanged (issue 5's bar
+    for a default is 99.5%; ``benchmarks/bench_engine_options.py`` measures both). Without those
     instructions bf16 is emulated and about 100x slower, so fp32 stays.
     """
     if autocast in (False, None, "fp32", "float32"):
