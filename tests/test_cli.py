@@ -216,7 +216,9 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path, varied_texts, h
         frame = read_any(path)
         assert len(frame) == rows and frame["preds"].notna().all()
 
-    (output / "a" / ".part-1.parquet.deadbeef0000.tmp").write_bytes(b"PAR1 half-written")
+    leftover = output / "a" / ".part-1.parquet.deadbeef0000.tmp"  # as a killed writer leaves it
+    leftover.parent.mkdir(parents=True, exist_ok=True)  # the kill may come before any file of a/
+    leftover.write_bytes(b"PAR1 half-written")
     process = cli(*args)
     log, _ = process.communicate(timeout=300)
     assert process.returncode == 0, log
