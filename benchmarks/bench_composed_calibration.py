@@ -41,7 +41,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import build_default_model as debian  # noqa: E402
-from bench_training import N_TAGS, load_tags  # noqa: E402
+from bench_training import N_TAGS, load_tags, tag_matrix  # noqa: E402
 
 from nemo_cls_dask import ComposedClassifier, DistributedDataClassifier, TextClassifier, classify, compose  # noqa: E402
 from nemo_cls_dask.train.calibration import negative_log_likelihood  # noqa: E402
@@ -73,11 +73,7 @@ def held_out_calibration(clf: TextClassifier, test: pd.DataFrame, label_field: s
     finally:
         clf.model_.set_temperature(temperature)
     if multi:
-        index = {label: j for j, label in enumerate(clf.labels_)}
-        target = np.zeros_like(raw_proba)
-        for i, labels in enumerate(test[label_field]):
-            for label in labels:
-                target[i, index[label]] = 1.0
+        target = tag_matrix(test, list(clf.labels_), label_field).astype(np.float64)
         logits = np.log(raw_proba) - np.log1p(-raw_proba)
     else:
         index = {label: j for j, label in enumerate(clf.labels_)}

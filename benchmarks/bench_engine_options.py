@@ -52,7 +52,7 @@ import torch
 
 from nemo_cls_dask.batching import pad_batch, plan_batches
 from nemo_cls_dask.io import SAMPLE_PATH
-from nemo_cls_dask.engine import BatchSettings, autocast_dtype, cpu_has_fast_bf16, run_model
+from nemo_cls_dask.engine import BatchSettings, cpu_has_fast_bf16, run_model
 from nemo_cls_dask.models.loading import LoadedModel, get_model
 from nemo_cls_dask.tokenization import EncodedTexts, clean_texts, encode
 
@@ -83,10 +83,6 @@ def bf16_backbone(module: torch.nn.Module) -> torch.nn.Module:
     copy = copy_module(module)
     copy.model.to(torch.bfloat16)
     return copy.eval()
-
-
-def dtype_of(settings: BatchSettings) -> torch.dtype | None:
-    return autocast_dtype(torch.device("cpu"), settings.autocast)
 
 
 def eager_module(module: torch.nn.Module) -> torch.nn.Module:
@@ -135,11 +131,12 @@ def main() -> None:
           f"{loaded.module.model.config._attn_implementation}; load average {os.getloadavg()[0]:.1f}")
     print(f"rows {encoded.num_rows}, real tokens {encoded.num_tokens}")
 
+    has_bf16 = cpu_has_fast_bf16()
     fp32 = BatchSettings(autocast=False)
-    fast = BatchSettings(autocast="bf16") if cpu_has_fast_bf16() else fp32
-    fast_name = "bf16" if cpu_has_fast_bf16() else "fp32"
+    fast = BatchSettings(autocast="bf16") if has_bf16 else fp32
+    fast_name = "bf16" if has_bf16 else "fp32"
     variants: dict[str, Callable[[], torch.Tensor]] = {REFERENCE: lambda: run_model(loaded, encoded, fp32)}
-    if cpu_has_fast_bf16():
+    if has_bf16:
         variants["bf16 autocast (the default on this CPU)"] = lambda: run_model(loaded, encoded, fast)
         bf16_weights = dataclasses.replace(loaded, module=bf16_backbone(loaded.module))
         variants["bf16 backbone weights, no autocast"] = lambda: run_model(bf16_weights, encoded, fp32)
@@ -147,14 +144,14 @@ def main() -> None:
         print("no AVX512-BF16/AMX on this CPU: bf16 variants skipped (emulated bf16 is ~100x slower)")
     eager = dataclasses.replace(loaded, module=eager_module(loaded.module))
     variants["eager attention, fp32"] = lambda: run_model(eager, encoded, fp32)
-    if cpu_has_fast_bf16():
+    if has_bf16:
         variants["eager attention, bf16"] = lambda: run_model(eager, encoded, fast)
     for budget in (2048, 4096, 16384, 32768):
         settings = dataclasses.replace(fast, batch_tokens=budget)
         variants[f"budget {budget}, {fast_name}"] = lambda settings=settings: run_model(loaded, encoded, settings)
     int8 = dataclasses.replace(loaded, module=quantized(loaded.module))
     variants["dynamic int8 (opt-in)"] = lambda: run_model(int8, encoded, fp32)
-    cast = dtype_of(fast)
+    cast = torch.bfloat16 if has_bf16 else None
     variants[f"buckets of {BUCKET}, not compiled, {fast_name}"] = lambda: run_bucketed(loaded.module, loaded, encoded, 8192, cast)
     compile_seconds = None
     if not args.no_compile:

@@ -41,6 +41,7 @@ import build_default_model as debian  # noqa: E402
 
 from nemo_cls_dask import TextClassifier  # noqa: E402
 from nemo_cls_dask.engine import autocast_dtype  # noqa: E402
+from nemo_cls_dask.train.data import encode_targets  # noqa: E402
 from nemo_cls_dask.train.metrics import multilabel_f1, tune_thresholds  # noqa: E402
 
 BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
@@ -100,13 +101,10 @@ def run_single(train, test, mode: str, args) -> None:
           f"({len(test)} rows)", flush=True)
 
 
-def tag_matrix(frame: pd.DataFrame, labels: list[str]) -> np.ndarray:
-    index = {label: j for j, label in enumerate(labels)}
-    truth = np.zeros((len(frame), len(labels)), dtype=bool)
-    for i, tags in enumerate(frame["tags"]):
-        for tag in tags:
-            truth[i, index[tag]] = True
-    return truth
+def tag_matrix(frame: pd.DataFrame, labels: list[str], column: str = "tags") -> np.ndarray:
+    """Boolean ``(rows, labels)`` matrix of the list column ``column``, as training encodes it."""
+    label2id = {label: j for j, label in enumerate(labels)}
+    return encode_targets(frame, "multi_label", (column,), None, label2id, "benchmark rows") > 0.5
 
 
 def run_multi(train, test, mode: str, args) -> None:
