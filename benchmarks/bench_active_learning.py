@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import build_default_model as debian  # noqa: E402
 
 from nemo_cls_dask import ActiveLearner, TextClassifier, get_client  # noqa: E402
-from nemo_cls_dask.light import SklearnTextClassifier  # noqa: E402
+from nemo_cls_dask.lightweight import SklearnTextClassifier  # noqa: E402
 
 
 @dataclass

@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import build_default_model as debian  # noqa: E402
 
-from nemo_cls_dask.light import KimCNNClassifier, SklearnTextClassifier  # noqa: E402
+from nemo_cls_dask.lightweight import KimCNNClassifier, SklearnTextClassifier  # noqa: E402
 from nemo_cls_dask.train.metrics import accuracy, macro_f1  # noqa: E402
 
 

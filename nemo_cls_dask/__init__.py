@@ -24,7 +24,7 @@ from .classifiers import (
 from .cluster import get_client
 from .engine import engine_stats, reset_engine_stats
 from .errors import InputError, ModelLoadError, ModelNotFoundError, NemoClsDaskError
-from .light import KimCNNClassifier, SklearnOperator, SklearnTextClassifier, TextVocab
+from .lightweight import KimCNNClassifier, SklearnOperator, SklearnTextClassifier, TextVocab
 from .models import BackboneHeadModel, describe_model, load_counts
 from .models.composed import ComposedModel, compose
 from .train import TextClassifier, TrainingError

@@ -26,7 +26,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 
-from nemo_cls_dask.light import KimCNNClassifier, SklearnTextClassifier  # noqa: E402
+from nemo_cls_dask.lightweight import KimCNNClassifier, SklearnTextClassifier  # noqa: E402
 
 FRUIT = ["apple", "banana", "cherry", "grape", "melon"]
 SPACE = ["rocket", "planet", "comet", "orbit", "star"]

@@ -17,8 +17,8 @@ import torch
 
 from nemo_cls_dask import DistributedDataClassifier, classify, describe_model, frames
 from nemo_cls_dask.errors import InputError, ModelLoadError
-from nemo_cls_dask.light import KimCNN, KimCNNClassifier, SklearnTextClassifier, TextVocab
-from nemo_cls_dask.light.vocab import PAD_ID, UNK_ID, VOCAB_FILE, vocab_fingerprint
+from nemo_cls_dask.lightweight import KimCNN, KimCNNClassifier, SklearnTextClassifier, TextVocab
+from nemo_cls_dask.lightweight.vocab import PAD_ID, UNK_ID, VOCAB_FILE, vocab_fingerprint
 from nemo_cls_dask.models.loading import clear_models, get_model
 
 FRUIT = ["apple", "banana", "cherry", "grape", "melon"]

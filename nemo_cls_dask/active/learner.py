@@ -37,8 +37,8 @@ class ActiveLearner:
     ----------
     model
         The template estimator: a :class:`~nemo_cls_dask.TextClassifier`,
-        :class:`~nemo_cls_dask.light.KimCNNClassifier` or
-        :class:`~nemo_cls_dask.light.SklearnTextClassifier` (fitted or not; it is never
+        :class:`~nemo_cls_dask.lightweight.KimCNNClassifier` or
+        :class:`~nemo_cls_dask.lightweight.SklearnTextClassifier` (fitted or not; it is never
         modified). Each :meth:`update` fits a fresh copy with the same parameters.
     pool
         The unlabelled rows: a dask (or pandas) DataFrame with unique index values (the

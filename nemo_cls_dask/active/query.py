@@ -53,8 +53,8 @@ def query(
         (empty, all excluded, or every text null/blank) raises :class:`InputError`.
     model
         A :class:`~nemo_cls_dask.DistributedDataClassifier`, or a fitted
-        :class:`~nemo_cls_dask.TextClassifier`, :class:`~nemo_cls_dask.light.KimCNNClassifier`
-        or :class:`~nemo_cls_dask.light.SklearnTextClassifier`. Not used by ``"random"``.
+        :class:`~nemo_cls_dask.TextClassifier`, :class:`~nemo_cls_dask.lightweight.KimCNNClassifier`
+        or :class:`~nemo_cls_dask.lightweight.SklearnTextClassifier`. Not used by ``"random"``.
         Regression models have no probabilities: only ``"random"`` works with them.
     strategy
         What "informative" means; ``score_field`` holds it, and **larger is more

@@ -10,9 +10,9 @@ How each kind of model is run:
   operator with ``uncertainty=[measure]`` (and ``embedding_field=`` for k-means/coreset),
   so the model loads once per worker and never travels in the graph.
 * :class:`~nemo_cls_dask.TextClassifier` and
-  :class:`~nemo_cls_dask.light.KimCNNClassifier`: the same operator over the estimator's
+  :class:`~nemo_cls_dask.lightweight.KimCNNClassifier`: the same operator over the estimator's
   exported checkpoint (a temporary folder on this machine, which local workers read).
-* :class:`~nemo_cls_dask.light.SklearnTextClassifier`: its ``predict_proba`` on each
+* :class:`~nemo_cls_dask.lightweight.SklearnTextClassifier`: its ``predict_proba`` on each
   pandas partition; the fitted estimator is one shared key of the graph. It has no
   embeddings.
 * ``strategy="random"`` runs no model: each row's key is a seeded hash of its index value.
@@ -61,14 +61,14 @@ EMBEDDING_COLUMN = "__query_embedding__"
 
 def _is_exportable(model: Any) -> bool:
     """A package estimator whose fitted model can be exported as an operator checkpoint."""
-    from ..light import KimCNNClassifier
+    from ..lightweight import KimCNNClassifier
     from ..train import TextClassifier
 
     return isinstance(model, (TextClassifier, KimCNNClassifier))
 
 
 def _is_sklearn(model: Any) -> bool:
-    from ..light import SklearnTextClassifier
+    from ..lightweight import SklearnTextClassifier
 
     return isinstance(model, SklearnTextClassifier)
 

@@ -1,14 +1,4 @@
-"""Light text classifiers: KimCNN over a fitted character/word vocabulary, and scikit-learn adapters.
+"""Old name of :mod:`nemo_cls_dask.lightweight`, kept so that existing imports still work."""
 
-Both train in memory with ``fit``/``predict``/``predict_proba``/``evaluate`` and apply to
-dask DataFrames: a saved :class:`KimCNNClassifier` checkpoint loads in
-:class:`~nemo_cls_dask.DistributedDataClassifier` (and the CLI) like a transformer, and
-:meth:`SklearnTextClassifier.as_operator` gives an operator with the same output columns.
-"""
-
-from .estimator import KimCNNClassifier
-from .kimcnn import KimCNN
-from .sklearn_adapter import SklearnOperator, SklearnTextClassifier
-from .vocab import VOCAB_FILE, TextVocab
-
-__all__ = ["KimCNN", "KimCNNClassifier", "SklearnOperator", "SklearnTextClassifier", "TextVocab", "VOCAB_FILE"]
+from ..lightweight import *  # noqa: F401,F403
+from ..lightweight import __all__  # noqa: F401

@@ -71,8 +71,8 @@ def describe_model(identifier: str, cache_dir: str | None = None) -> ModelInfo:
             f"never passed). Use a checkpoint of a standard transformers architecture, or remove "
             f"'auto_map' if the config names one."
         )
-    if config.get("architecture") == "kimcnn":  # a light model fitted by nemo_cls_dask.light
-        from ..light.checkpoint import describe_kimcnn
+    if config.get("architecture") == "kimcnn":  # a light model fitted by nemo_cls_dask.lightweight
+        from ..lightweight.checkpoint import describe_kimcnn
 
         return describe_kimcnn(path, config)
     if MULTIHEAD_KEY in config:
@@ -321,11 +321,11 @@ def get_model(identifier: str, cache_dir: str | None = None, device: str | torch
 
 def get_tokenizer(path: Path) -> Any:
     """A fast tokenizer for ``path`` (a light model's ``text_vocab.json``: a
-    :class:`~nemo_cls_dask.light.vocab.TextVocab`), loaded once per process."""
+    :class:`~nemo_cls_dask.lightweight.vocab.TextVocab`), loaded once per process."""
     key = str(path)
     tokenizer = _TOKENIZERS.get(key)
     if tokenizer is None:
-        from ..light.vocab import VOCAB_FILE, TextVocab
+        from ..lightweight.vocab import VOCAB_FILE, TextVocab
 
         if Path(path).name == VOCAB_FILE:  # a light model's fitted vocabulary: no transformers
             tokenizer = TextVocab.load(path)
@@ -355,7 +355,7 @@ def clear_models() -> None:
 
 def _load_module(info: ModelInfo, cache_dir: str | None) -> nn.Module:
     if info.layout == "kimcnn":
-        from ..light.checkpoint import load_kimcnn_module
+        from ..lightweight.checkpoint import load_kimcnn_module
 
         return load_kimcnn_module(info)
     from transformers.utils import logging as transformers_logging

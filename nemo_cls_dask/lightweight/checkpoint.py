@@ -7,7 +7,7 @@ A folder holds::
                         "output_names" for regression), "max_len", "thresholds" (multi-label),
                         "vocab_file": "text_vocab.json", ...}
     model.safetensors  the module's tensors (no pickle)
-    text_vocab.json    the fitted :class:`~nemo_cls_dask.light.vocab.TextVocab`
+    text_vocab.json    the fitted :class:`~nemo_cls_dask.lightweight.vocab.TextVocab`
 
 :func:`describe_kimcnn` and :func:`load_kimcnn_module` are what
 :mod:`nemo_cls_dask.models.loading` calls for this layout, so

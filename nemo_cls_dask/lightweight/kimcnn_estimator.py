@@ -5,7 +5,7 @@
 >>> clf.save_pretrained("topic-cnn")      # DistributedDataClassifier(model_identifier="topic-cnn")
 
 Small and fast on a CPU: no pretrained weights, a vocabulary fitted on the training text
-(:class:`~nemo_cls_dask.light.vocab.TextVocab`) and a few hundred thousand parameters.
+(:class:`~nemo_cls_dask.lightweight.vocab.TextVocab`) and a few hundred thousand parameters.
 Inference uses the package's engine (sorted, token-budgeted batches) in process, and the
 operator for dask frames.
 """
@@ -61,7 +61,7 @@ class KimCNNClassifier(ParamsMixin):
     level
         ``"char"`` (characters: no out-of-vocabulary words, robust to typos) or ``"word"``.
     lowercase, unicode_normalization, min_freq, max_vocab_size
-        The vocabulary (see :class:`~nemo_cls_dask.light.vocab.TextVocab`). ``min_freq`` None:
+        The vocabulary (see :class:`~nemo_cls_dask.lightweight.vocab.TextVocab`). ``min_freq`` None:
         1 for characters, 2 for words. Unseen tokens map to the unknown id.
     max_len
         Tokens per text (longer text is cut); None: 1,024 characters or 256 words.
@@ -86,7 +86,7 @@ class KimCNNClassifier(ParamsMixin):
     device
         ``"auto"`` (GPU if any), ``"cpu"`` or ``"cuda"``.
 
-    Fitted attributes: ``model_`` (:class:`~nemo_cls_dask.light.kimcnn.KimCNN`), ``vocab_``,
+    Fitted attributes: ``model_`` (:class:`~nemo_cls_dask.lightweight.kimcnn.KimCNN`), ``vocab_``,
     ``labels_`` (None for regression), ``output_names_``, ``thresholds_`` (multi-label),
     ``history_`` (per-epoch dicts), ``best_epoch_``, ``n_train_rows_``, ``text_field_``,
     ``label_fields_``, ``validation_metrics_``.
