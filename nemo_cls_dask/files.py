@@ -13,6 +13,8 @@ What a run guarantees (see :mod:`nemo_cls_dask.io` and :mod:`nemo_cls_dask.outpu
   file, also with ``overwrite=True``: an old output is replaced only by a complete new one;
 * resume: outputs that exist are skipped; temporary files that this plan's writer left
   are removed, and nothing else is;
+* the settings that produced the outputs are recorded (:mod:`nemo_cls_dask.manifest`); a
+  resume with other settings is refused unless ``overwrite=True``;
 * nothing outside the plan is touched: no output may resolve into the input tree or be a
   link, and the output folder is locked for the run;
 * every input is checked (format, columns from the file's metadata) before a cluster
@@ -33,6 +35,7 @@ from typing import Any
 
 from .errors import InputError, NemoClsDaskError
 from .io import FileJob, plan_files
+from .manifest import MANIFEST_NAME, check_manifest, run_record, write_manifest
 from .output_folder import OutputError, OutputLock, check_targets, remove_own_temporaries
 
 DEFAULT_MODEL = "debian-topics"
@@ -201,15 +204,18 @@ def classify_files(
         listed = "\n  ".join(problems[job.target] for job in to_check[:5])
         more = f"\n  ... and {len(to_check) - 5} more" if len(to_check) > 5 else ""
         raise InputError(f"No input file can be classified (nothing was started or written):\n  {listed}{more}")
+    record = run_record(classifiers, output_format)
     result = ClassifyFilesResult(files=[], output=output, truth_field=truth_field)
     with _lock(output) as lock:
         note = lock.previous_note()
         if note:
             result.notes.append(note)
             say(note)
-        result.removed_temporaries = remove_own_temporaries(job.target for job in jobs)
+        result.removed_temporaries = remove_own_temporaries([job.target for job in jobs] + [output / MANIFEST_NAME])
         if result.removed_temporaries:
             say(f"removed {len(result.removed_temporaries)} unfinished temporary file(s) of an interrupted run")
+        check_manifest(output, record, sum(job.done for job in jobs), overwrite)
+        write_manifest(output, record)
         pending = jobs if overwrite else [job for job in jobs if not job.done]
         result.files = [FileOutcome(job.source, job.target, "skipped") for job in jobs if job not in pending]
         for job in pending:
@@ -314,6 +320,12 @@ def _run(
     result.known_labels = classifiers[0].describe().labels
     result.workers = max(1, len(client.scheduler_info().get("workers", {})))
     per_file = max(1, math.ceil(2 * result.workers / len(pending)))
+    formats = "/".join(sorted({job.output_format for job in pending}))
+    say(
+        f"classifying {len(pending)} file(s) -> {result.output} ({formats}) with "
+        f"{', '.join(str(c.model_identifier) for c in classifiers)} on {result.workers} worker(s); "
+        f"{len(result.skipped)} already complete"
+    )
     client.run(reset_engine_stats)
     start = time.perf_counter()
     summaries: list[dict[str, Any]] = []
