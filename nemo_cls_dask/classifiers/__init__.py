@@ -3,13 +3,13 @@
 from .base import DistributedDataClassifier, classify
 from .composed import ComposedClassifier
 from .debian import DebianTopicClassifier
+from .hub import HubClassifier
 from .nvidia import (
     ContentTypeClassifier,
     DomainClassifier,
     FineWebEduClassifier,
     FineWebMixtralEduClassifier,
     FineWebNemotronEduClassifier,
-    HubClassifier,
     MultilingualDomainClassifier,
     QualityClassifier,
 )
