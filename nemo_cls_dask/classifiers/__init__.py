@@ -1,5 +1,7 @@
 """DataFrame operators: the generic classifier and the ready-made ones."""
 
+from .. import arrow_dtypes  # noqa: F401  (pandas reads the operator's list columns back from parquet)
+
 from .base import DistributedDataClassifier, classify
 from .composed import ComposedClassifier
 from .debian import DebianTopicClassifier
