@@ -20,7 +20,6 @@ How each kind of model is run:
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import dask
@@ -153,7 +152,7 @@ def scored_frame(ddf: Any, model: Any, strategy: str, *, text_field: str, score_
 def query_operator(model: Any, text_field: str, measure: str, *, embeddings: bool, strategy: str) -> DistributedDataClassifier:
     """An operator writing only the measure column (and the embedding), checked against the model."""
     if isinstance(model, DistributedDataClassifier):
-        operator = copy.copy(model)
+        operator = model  # with_options below returns a checked copy
     else:
         operator = DistributedDataClassifier(
             model_identifier=str(model._export_dir()),
@@ -162,15 +161,9 @@ def query_operator(model: Any, text_field: str, measure: str, *, embeddings: boo
             autocast=getattr(model, "autocast", False),
             device=getattr(model, "device", "auto"),
         )
-    operator.text_field = text_field
-    if type(operator).output_names is DistributedDataClassifier.output_names:
-        operator.label_field, operator.score_field = LABEL_COLUMN, None
-    operator.filter_by = None
-    operator.uncertainty = (measure,)
-    operator.dropout_samples = None
-    operator.embedding_field = EMBEDDING_COLUMN if embeddings else None
-    operator._info = None
-    operator._check_options()
+    columns = {} if operator.own_columns else {"label_field": LABEL_COLUMN, "score_field": None, "score_format": "list"}
+    operator = operator.with_options(text_field=text_field, filter_by=None, uncertainty=(measure,), dropout_samples=None,
+                                     embedding_field=EMBEDDING_COLUMN if embeddings else None, **columns)
     info = _describe(operator, strategy)
     if embeddings and info.layout not in _EMBEDDING_LAYOUTS:
         raise _no_embeddings_error(strategy, f"the {info.layout!r} checkpoint {info.path}")
