@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from .students import (
     save_student,
     saved_operator,
 )
-from .teacher import LABEL_COLUMN, SCORES_COLUMN, Teacher, as_teacher, scores_matrix
+from .teacher import LABEL_COLUMN, SCORES_COLUMN, Teacher, as_teacher, scores_matrix, settle
 
 REPORT_FILE = "distill_report.json"
 
@@ -105,15 +106,18 @@ def distill(
     started = time.perf_counter()
     ddf = _as_dask(ddf)
     _check_arguments(ddf, text_field, truth_field, heldout_fraction, seed, soft_min_prob, max_train_rows, speed_rows)
-    out_dir = _check_model_out(model_out)
-    folder = store.open_work_dir(work_dir)
-    wrapped = as_teacher(teacher, text_field, folder / store.TEACHER_DIR)
-    learner = prepare_student(student, wrapped.problem, seed=seed)
-    kind = choose_targets(learner, targets)
-    store.check_manifest(folder, {
-        "teacher": wrapped.fingerprint, "problem": wrapped.problem, "outputs": list(wrapped.output_names),
-        "text_field": text_field, "truth_field": truth_field, "npartitions": int(ddf.npartitions),
-    })
+    out_dir = check_model_out(model_out)
+    folder = store.check_work_dir(work_dir)
+    with tempfile.TemporaryDirectory(prefix="nemo-cls-dask-teacher-") as staging:
+        wrapped = as_teacher(teacher, text_field, Path(staging) / "checkpoint")
+        learner = prepare_student(student, wrapped.problem, seed=seed)
+        kind = choose_targets(learner, targets)
+        store.create_work_dir(folder)
+        store.check_manifest(folder, {
+            "teacher": wrapped.fingerprint, "problem": wrapped.problem, "outputs": list(wrapped.output_names),
+            "text_field": text_field, "truth_field": truth_field, "npartitions": int(ddf.npartitions),
+        })
+        wrapped = settle(wrapped, folder / store.TEACHER_DIR)
 
     passed = store.run_teacher(ddf, wrapped, text_field, truth_field, folder)
     rows, scores = passed.rows, passed.scores
@@ -203,7 +207,8 @@ def _check_arguments(ddf: Any, text_field: str, truth_field: str | None, heldout
                              f"or None, got {value!r}.")
 
 
-def _check_model_out(path: str | os.PathLike) -> Path:
+def check_model_out(path: str | os.PathLike) -> Path:
+    """``model_out`` as a Path; raises unless it is new or an empty folder (never a link)."""
     folder = Path(path)
     if folder.is_symlink():
         raise InputError(f"model_out {folder} is a symbolic link; pass a new folder.")

@@ -1,6 +1,6 @@
 """The teacher's pass over the pool, written to disk partition by partition (resumable).
 
-The work folder belongs to one distillation: :func:`open_work_dir` creates it (or accepts
+The work folder belongs to one distillation: :func:`check_work_dir` accepts a new folder (or
 an empty folder, or one whose ``distill_manifest.json`` names the same teacher, input
 partitioning and columns) and refuses anything else, so a run never writes into, or
 deletes from, a folder it did not create. Each input partition ``k`` becomes
@@ -36,8 +36,8 @@ FORMAT = 1
 _DIGEST_KEY = b"nemo_cls_dask_texts_sha256"
 
 
-def open_work_dir(path: str | os.PathLike) -> Path:
-    """Create the work folder, or accept an empty one or one a distillation made; else raise."""
+def check_work_dir(path: str | os.PathLike) -> Path:
+    """``path`` as a Path if it is new, empty, or made by a distillation; else raise (nothing is created)."""
     folder = Path(path)
     if folder.is_symlink():
         raise InputError(f"work_dir {folder} is a symbolic link; pass a real folder (a run never follows links).")
@@ -48,12 +48,16 @@ def open_work_dir(path: str | os.PathLike) -> Path:
             raise InputError(
                 f"work_dir {folder} holds files that no distillation wrote (no {MANIFEST}); pass a new or empty folder."
             )
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in (OUTPUTS, TEACHER_DIR):
-        sub = folder / name
-        if sub.is_symlink() or (sub.exists() and not sub.is_dir()):
-            raise InputError(f"{sub} is not a plain folder; this work_dir was not made by a distillation.")
-    (folder / OUTPUTS).mkdir(exist_ok=True)
+        for name in (OUTPUTS, TEACHER_DIR):
+            sub = folder / name
+            if sub.is_symlink() or (sub.exists() and not sub.is_dir()):
+                raise InputError(f"{sub} is not a plain folder; this work_dir was not made by a distillation.")
+    return folder
+
+
+def create_work_dir(folder: Path) -> Path:
+    """Create the (checked) work folder and its ``outputs`` folder."""
+    (folder / OUTPUTS).mkdir(parents=True, exist_ok=True)
     return folder
 
 

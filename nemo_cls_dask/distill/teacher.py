@@ -19,9 +19,11 @@ same checkpoint and reading options, so the student learns the model's own outpu
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,15 +65,18 @@ class Teacher:
     output_names: tuple[str, ...]
     fingerprint: str
     description: str
+    #: A fitted estimator's checkpoint, saved in a staging folder until :func:`settle` moves it.
+    staged: Path | None = None
 
     @property
     def labels(self) -> tuple[str, ...] | None:
         return None if self.problem == "regression" else self.output_names
 
 
-def as_teacher(teacher: Any, text_field: str, save_dir: Path) -> Teacher:
-    """Wrap ``teacher`` (see the module docstring); ``save_dir`` receives a fitted
-    estimator's checkpoint (``save_pretrained``), so the cluster loads it like any folder."""
+def as_teacher(teacher: Any, text_field: str, staging_dir: Path) -> Teacher:
+    """Wrap ``teacher`` (see the module docstring). A fitted estimator is saved
+    (``save_pretrained``) to ``staging_dir``; :func:`settle` then moves it into the work
+    folder, where the cluster loads it like any checkpoint folder."""
     if isinstance(teacher, (str, os.PathLike)):
         return _from_classifier(DistributedDataClassifier(model_identifier=teacher, text_field=text_field), text_field)
     if isinstance(teacher, DistributedDataClassifier):
@@ -83,9 +88,11 @@ def as_teacher(teacher: Any, text_field: str, save_dir: Path) -> Teacher:
     if hasattr(teacher, "save_pretrained") and hasattr(teacher, "predict_proba"):
         if getattr(teacher, "model_", None) is None:
             raise InputError(f"The teacher {type(teacher).__name__} is not fitted; fit it first (or pass its saved folder).")
-        teacher.save_pretrained(save_dir)
-        operator = DistributedDataClassifier(model_identifier=save_dir, text_field=text_field)
-        return _from_classifier(operator, text_field, what=f"fitted {type(teacher).__name__} (saved to {save_dir})")
+        teacher.save_pretrained(staging_dir)
+        operator = DistributedDataClassifier(model_identifier=staging_dir, text_field=text_field)
+        wrapped = _from_classifier(operator, text_field, what=f"fitted {type(teacher).__name__}", staged=True)
+        wrapped.staged = Path(staging_dir)
+        return wrapped
     raise InputError(
         f"Cannot use a {type(teacher).__name__} as a teacher; pass a DistributedDataClassifier (or an NVIDIA "
         f"class), a checkpoint folder or hub id, a fitted TextClassifier/KimCNNClassifier, or a fitted "
@@ -93,7 +100,24 @@ def as_teacher(teacher: Any, text_field: str, save_dir: Path) -> Teacher:
     )
 
 
-def _from_classifier(operator: DistributedDataClassifier, text_field: str, what: str | None = None) -> Teacher:
+def settle(teacher: Teacher, home: Path) -> Teacher:
+    """Move a staged checkpoint to ``home/<fingerprint>`` (kept if already there: same
+    fingerprint, same files) and point the teacher's operator at it."""
+    if teacher.staged is None:
+        return teacher
+    target = home / teacher.fingerprint[:16]
+    if not target.is_dir():
+        home.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(teacher.staged), str(target))
+    operator = copy.copy(teacher.operator)
+    operator.model_identifier = str(target)
+    operator._info = None
+    operator.describe()
+    return dataclasses.replace(teacher, operator=operator, staged=None, description=f"{teacher.description} ({target})")
+
+
+def _from_classifier(operator: DistributedDataClassifier, text_field: str, what: str | None = None,
+                     staged: bool = False) -> Teacher:
     info = operator.describe()
     problem = PROBLEMS.get(info.problem_type)
     if problem is None:
@@ -126,7 +150,9 @@ def _from_classifier(operator: DistributedDataClassifier, text_field: str, what:
         names = info.labels or (("score",) if info.num_outputs == 1 else tuple(f"score_{i}" for i in range(info.num_outputs)))
     else:
         names = tuple(info.labels)
-    options = {name: repr(getattr(view, name, None)) for name in ("model_identifier",) + READING_OPTIONS}
+    # A staged checkpoint's folder name changes from run to run; its files identify it.
+    identity = () if staged else ("model_identifier",)
+    options = {name: repr(getattr(view, name, None)) for name in identity + READING_OPTIONS}
     fingerprint = _digest(
         {"kind": type(view).__name__, "options": options, "problem": problem, "names": list(names)},
         _folder_digest(Path(info.path)),
