@@ -14,6 +14,7 @@ So no more than :func:`default_max_chars` characters of a row reach the tokenize
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -111,9 +112,10 @@ def encode(
     """Tokenize the valid texts (truncating to ``max_length`` tokens) into ragged ids.
 
     At most ``max_chars`` characters of each text reach the tokenizer (default:
-    :func:`default_max_chars`). ``drop_tokenless=True`` marks invalid the rows whose ids
-    are those of the empty text (only zero-width, combining or control characters), so
-    they get null outputs like empty text; the returned ``valid`` is then a new array.
+    :func:`default_max_chars`). ``drop_tokenless=True`` marks invalid the rows with no
+    tokens: text made only of zero-width, combining or control characters (see
+    :func:`has_content`), or whose ids are those of ``""``. They get null outputs like
+    empty text; the returned ``valid`` is then a new array.
     """
     n_rows = valid.shape[0]
     lengths = np.zeros(n_rows, dtype=np.int64)
@@ -130,7 +132,7 @@ def encode(
             return_token_type_ids=False,
         )["input_ids"]
         if drop_tokenless:
-            keep, valid = _tokenless_rows(tokenizer, batch, valid)
+            keep, valid = _tokenless_rows(tokenizer, texts, batch, valid)
             batch = [ids for ids, ok in zip(batch, keep) if ok]
         valid_lengths = np.fromiter((len(row) for row in batch), dtype=np.int64, count=len(batch))
         lengths[valid] = valid_lengths
@@ -231,7 +233,7 @@ def encode_windows(
     texts = [text[:cap] for text in texts]
     full = _tokenize_in_pieces(tokenizer, texts, prefix, suffix) if texts else []
     if drop_tokenless:
-        keep, valid = _tokenless_rows(tokenizer, full, valid)
+        keep, valid = _tokenless_rows(tokenizer, texts, full, valid)
         texts = [text for text, ok in zip(texts, keep) if ok]
         full = [ids for ids, ok in zip(full, keep) if ok]
     rows = np.flatnonzero(valid)
@@ -341,13 +343,29 @@ def _tokenize_in_pieces(tokenizer: Any, texts: list[str], prefix: list[int], suf
     return full
 
 
-def _tokenless_rows(tokenizer: Any, batch: list[list[int]], valid: np.ndarray) -> tuple[list[bool], np.ndarray]:
-    """Which of the valid texts' ids differ from those of ``""``, and ``valid`` without the others.
+#: Unicode categories that carry no text on their own: controls (NUL...), format characters
+#: (zero-width space and joiners, BOM), combining marks without a base, and separators.
+_CONTENTLESS_CATEGORIES = frozenset({"Cc", "Cf", "Mn", "Me", "Zs", "Zl", "Zp"})
 
-    ``batch`` holds the ids (with special tokens) of the valid rows, in order.
+
+def has_content(text: str) -> bool:
+    """False for text made only of control, format (zero-width), combining or space characters.
+
+    Stops at the first other character, so ordinary text costs one lookup.
+    """
+    return any(unicodedata.category(char) not in _CONTENTLESS_CATEGORIES for char in text)
+
+
+def _tokenless_rows(
+    tokenizer: Any, texts: list[str], batch: list[list[int]], valid: np.ndarray
+) -> tuple[list[bool], np.ndarray]:
+    """Which valid rows have tokens, and ``valid`` without the others.
+
+    A row has none when its text has no content (:func:`has_content`) or its ids (with
+    special tokens, ``batch``) are those of ``""``. ``texts`` and ``batch`` hold the valid rows.
     """
     empty = list(tokenizer([""], add_special_tokens=True, return_attention_mask=False, return_token_type_ids=False)["input_ids"][0])
-    keep = [list(ids) != empty for ids in batch]
+    keep = [list(ids) != empty and has_content(text) for text, ids in zip(texts, batch)]
     if not all(keep):
         valid = valid.copy()
         valid[np.flatnonzero(valid)[~np.asarray(keep, dtype=bool)]] = False
