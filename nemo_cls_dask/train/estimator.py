@@ -13,6 +13,7 @@ through :class:`~nemo_cls_dask.DistributedDataClassifier` for dask frames.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import math
@@ -37,6 +38,7 @@ from ..models.loading import LoadedModel, ModelInfo, describe_model, load_head_m
 from ..tokenization import EncodedTexts, clean_texts, encode
 from . import data as D
 from .calibration import TemperatureFit, calibrate_temperature, rescale_thresholds
+from .defaults import NearChanceWarning, TrainingPlan, check_training_params, near_chance_message, resolve_training_plan
 from .metrics import (
     THRESHOLD_OBJECTIVES,
     accuracy,
@@ -97,8 +99,13 @@ class TextClassifier:
         Head settings saved in ``config.json`` (``"mean"`` or ``"cls"``; tokens per text).
     epochs, learning_rate, head_learning_rate, lr_schedule, warmup_ratio, weight_decay
         AdamW with linear warmup over the first ``warmup_ratio`` of training then
-        ``"linear"``/``"cosine"``/``"constant"``; ``head_learning_rate`` (default
-        ``learning_rate``) is the lr of ``fc``. No weight decay on biases and norms.
+        ``"linear"``/``"cosine"``/``"constant"``; ``learning_rate`` is the backbone's lr and
+        ``head_learning_rate`` the lr of ``fc``. No weight decay on biases and norms. None
+        (the default) picks measured defaults per mode and data size when ``fit`` runs
+        (:func:`~nemo_cls_dask.train.defaults.resolve_training_plan`; the values used are in
+        ``training_plan_``): frozen backbone, head lr 3e-3 (or ``learning_rate`` if set);
+        full fine-tune, backbone 1e-4 and head 2e-3; epochs for a few hundred optimizer
+        steps, within 10-200 (frozen) or 3-8 (full fine-tune).
     batch_tokens, max_batch_rows
         Training batches hold at most ``batch_tokens`` tokens (``rows x padded length``) and
         ``max_batch_rows`` rows; rows are bucketed by length and the batch order is shuffled
@@ -117,7 +124,8 @@ class TextClassifier:
         (stratified for single-label; per partition for dask frames). 0 disables it.
     early_stopping_patience
         Stop after this many epochs without a lower validation loss and restore the best
-        epoch's weights. None: train all epochs.
+        epoch's weights. ``"auto"`` (default): 5 epochs frozen, 2 full fine-tune, whenever
+        there is validation data. None: train all epochs.
     layerwise_lr_decay
         Encoder layer at depth ``d`` from the top gets ``learning_rate * decay**d``; the
         embeddings are the deepest.
@@ -150,7 +158,10 @@ class TextClassifier:
     (tuple, None for regression), ``output_names_``, ``thresholds_`` (multi-label, numpy),
     ``history_`` (list of per-epoch dicts), ``best_epoch_``, ``n_train_rows_``,
     ``text_field_``, ``calibration_`` (None, or a dict with ``temperature``, ``rows`` and the
-    validation ``nll_before``/``nll_after``/``ece_before``/``ece_after``).
+    validation ``nll_before``/``nll_after``/``ece_before``/``ece_after``),
+    ``training_plan_`` (the resolved :class:`~nemo_cls_dask.train.defaults.TrainingPlan`),
+    ``near_chance_`` (None, or the text of the :class:`~nemo_cls_dask.train.defaults.NearChanceWarning`
+    issued when the validation metric does not clearly beat a constant prediction).
     """
 
     def __init__(
@@ -164,8 +175,8 @@ class TextClassifier:
         pooling: str = "mean",
         max_len: int = 128,
         fc_dropout: float = 0.1,
-        epochs: int = 3,
-        learning_rate: float = 5e-5,
+        epochs: int | None = None,
+        learning_rate: float | None = None,
         head_learning_rate: float | None = None,
         lr_schedule: str = "linear",
         warmup_ratio: float = 0.1,
@@ -176,7 +187,7 @@ class TextClassifier:
         class_weight: str | dict | None = None,
         autocast: bool | str | None = True,
         validation_fraction: float = 0.1,
-        early_stopping_patience: int | None = None,
+        early_stopping_patience: int | str | None = "auto",
         layerwise_lr_decay: float = 1.0,
         gradual_unfreezing: bool = False,
         frozen_backbone: bool = False,
@@ -254,11 +265,12 @@ class TextClassifier:
             raise InputError(f"pooling must be 'mean' or 'cls', got {self.pooling!r}.")
         if self.threshold_objective not in THRESHOLD_OBJECTIVES:
             raise InputError(f"threshold_objective must be one of {THRESHOLD_OBJECTIVES}, got {self.threshold_objective!r}.")
-        for name in ("max_len", "epochs", "batch_tokens", "max_batch_rows", "gradient_accumulation_steps"):
+        check_training_params(self.epochs, self.learning_rate, self.head_learning_rate, self.early_stopping_patience)
+        for name in ("max_len", "batch_tokens", "max_batch_rows", "gradient_accumulation_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise InputError(f"{name} must be a positive integer, got {value!r}.")
-        for name in ("learning_rate", "weight_decay", "fc_dropout", "warmup_ratio", "validation_fraction", "layerwise_lr_decay"):
+        for name in ("weight_decay", "fc_dropout", "warmup_ratio", "validation_fraction", "layerwise_lr_decay"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise InputError(f"{name} must be a finite non-negative number, got {value!r}.")
@@ -272,8 +284,6 @@ class TextClassifier:
             raise InputError(f"class_weight must be None, 'balanced' or a dict label -> weight, got {self.class_weight!r}.")
         if self.class_weight is not None and self.problem == "regression":
             raise InputError("class_weight is for classification; use sample_weight for regression.")
-        if self.early_stopping_patience is not None and (not isinstance(self.early_stopping_patience, int) or self.early_stopping_patience < 1):
-            raise InputError(f"early_stopping_patience must be a positive integer or None, got {self.early_stopping_patience!r}.")
         if self.labels is not None and (isinstance(self.labels, str) or len(set(self.labels)) != len(list(self.labels))):
             raise InputError(f"labels must be a list of distinct strings, got {self.labels!r}.")
         if self.calibration not in CALIBRATIONS:
@@ -349,7 +359,11 @@ class TextClassifier:
                 with torch.no_grad():
                     model.fc.bias.zero_()
             loss_weights = self._loss_weights(summary, labels, n_rows, device)
-            run = _Run(self, model, tokenizer, device, train, valid, label2id, loss_weights, n_rows)
+            self.training_plan_ = self._training_plan(n_rows, split=valid is None and self.validation_fraction > 0,
+                                                      has_validation=valid is not None or self.validation_fraction > 0)
+            settings = copy.copy(self)  # the estimator as the loop reads it: automatic values resolved
+            vars(settings).update(self.training_plan_.estimator_params())
+            run = _Run(settings, model, tokenizer, device, train, valid, label2id, loss_weights, n_rows)
             run.train()
         # fitted state
         self.model_ = model.eval()
@@ -379,7 +393,21 @@ class TextClassifier:
             self.validation_metrics_ = dict(self.validation_metrics_) | {
                 "temperature": self.calibration_["temperature"], "ece_calibrated": self.calibration_["ece_after"]}
         self._export = None
+        self.near_chance_ = near_chance_message(self.problem, self.validation_metrics_, dict(summary), n_outputs, self.training_plan_)
+        if self.near_chance_:
+            warnings.warn(self.near_chance_, NearChanceWarning, stacklevel=2)
         return self
+
+    def _training_plan(self, n_rows: int, split: bool, has_validation: bool) -> TrainingPlan:
+        """Epochs, learning rates and early stopping for this fit (:mod:`.defaults`)."""
+        return resolve_training_plan(
+            frozen_backbone=self.frozen_backbone,
+            n_train_rows=int(round(n_rows * (1 - self.validation_fraction))) if split else n_rows,
+            rows_per_step=int(self.max_batch_rows) * int(self.gradient_accumulation_steps),
+            has_validation=has_validation,
+            epochs=self.epochs, learning_rate=self.learning_rate, head_learning_rate=self.head_learning_rate,
+            early_stopping_patience=self.early_stopping_patience,
+        )
 
     # ------------------------------------------------------------------ calibration
 
