@@ -192,17 +192,6 @@ def int_column(values: torch.Tensor, valid: np.ndarray, like: Any) -> Any:
     return pd.Series(pd.arrays.IntegerArray(data, ~valid), index=like.index)
 
 
-def string_values_column(values: np.ndarray, valid: np.ndarray, like: Any) -> Any:
-    """A string column from host strings, null where invalid."""
-    picked = np.asarray(values, dtype=object).copy()
-    picked[~valid] = np.nan
-    if is_cudf(like):
-        from . import cudf_columns
-
-        return cudf_columns.from_arrow(pa.array(picked.tolist(), type=pa.string(), from_pandas=True), like)
-    return pd.Series(picked, index=like.index, dtype=LABEL_DTYPE)
-
-
 def empty_column(dtype: Any, like: Any) -> Any:
     """A zero-row column of ``dtype`` with ``like``'s (empty) index; used for meta."""
     if is_cudf(like):
