@@ -71,7 +71,6 @@ def test_every_column_builder_matches_pandas(device):
             "probs": frames.float_list_column(tensors["matrix"], valid, like),
             "probs_all": frames.float_list_column(tensors["matrix"], np.ones(6, dtype=bool), like),
             "tags": frames.label_list_column(("x", "y", "z"), tensors["chosen"], valid, like),
-            "strings": frames.string_values_column(np.array(list("abcdef"), dtype=object), valid, like),
         }
         out = frames.assign_columns(like, columns)
         assert frames.is_cudf(out) == (expected_backend == "cudf")
