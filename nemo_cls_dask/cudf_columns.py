@@ -155,7 +155,7 @@ def to_pandas_frame(frame: Any) -> pd.DataFrame:
         column = frame[name]
         if isinstance(column.dtype, cudf.ListDtype):
             out[name] = pd.Series(pd.arrays.ArrowExtensionArray(column.to_arrow()), index=out.index)
-        elif column.dtype.kind in "iu" and column.null_count:
+        elif getattr(column.dtype, "kind", "") in ("i", "u") and column.null_count:
             out[name] = column.to_pandas(nullable=True).set_axis(out.index)
         elif column.dtype == "object" or str(column.dtype) == "str":
             out[name] = out[name].astype(frames.LABEL_DTYPE)
