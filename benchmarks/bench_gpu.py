@@ -3,8 +3,11 @@
 Model: a ``DebertaV2ForSequenceClassification`` shaped like DeBERTa-v3-base (the bundled
 ``microsoft__deberta-v3-base.json`` config, 184M parameters) with random weights and 3
 labels, saved with ``save_pretrained`` so all three contenders load the same folder.
-Tokenizer: the offline DeBERTa-style tokenizer of ``nemo_cls_dask.testing`` (a small
-vocabulary, so a ~2,000-character document is several hundred tokens), max 512 tokens.
+Tokenizer: the offline DeBERTa-style tokenizer of ``nemo_cls_dask.testing``. Its vocabulary
+is small (875 pieces), so a ~2,000-character document is ~900-1,800 tokens and every one is
+cut to the 512-token window: all rows are full, padding plays no part, and the contest is
+about batching and precision alone (the real 128k-piece tokenizer, not available offline,
+would give about 450 tokens).
 Text: real English prose, Python's own ``pydoc_data`` topics, cut into documents of
 1,500 to 2,500 characters (about 2,000).
 
