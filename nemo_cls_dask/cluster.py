@@ -29,6 +29,12 @@ def visible_gpu_count() -> int:
         return 0
 
 
+def workers_have_gpus(client: Any) -> bool:
+    """True when every worker of ``client``'s cluster sees at least one CUDA GPU."""
+    counts = client.run(visible_gpu_count)
+    return bool(counts) and all(count > 0 for count in counts.values())
+
+
 def get_client(
     address: str | None = None,
     *,
