@@ -237,6 +237,18 @@ def test_regression_teachers_give_regression_students(pool, tmp_path, regression
         distill(teacher, "tfidf", pool, work_dir=tmp_path / "w3", model_out=tmp_path / "s3")
 
 
+def test_sklearn_teacher_and_its_operator_are_one_teacher(pool, tmp_path):
+    teacher = make_student("tfidf", "single_label").fit(toy_frame(seed=6), label_field="topic")
+    ddf = dd.from_pandas(pool, npartitions=3)
+    with sync():
+        first = distill(teacher, kimcnn("single_label"), ddf, work_dir=tmp_path / "work", model_out=tmp_path / "a",
+                        speed_rows=0)
+        again = distill(teacher.as_operator(), "tfidf", ddf, work_dir=tmp_path / "work", model_out=tmp_path / "b",
+                        speed_rows=0)
+    assert first.teacher_partitions_run == [0, 1, 2] and again.teacher_partitions_reused == [0, 1, 2]
+    assert again.teacher_partitions_run == [] and again.student_metrics["agreement"] > 0.9
+
+
 # ---------------------------------------------------------------------------- resume
 
 
