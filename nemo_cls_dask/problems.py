@@ -109,9 +109,9 @@ class ProblemType:
         """The label column for ``like``'s rows (null where ``valid`` is False)."""
         return frames.label_column(info.labels, self.decide(probabilities, info), valid, like)
 
-    def keep_mask(self, labels: Any, keep: Sequence[str]) -> np.ndarray:
-        """Rows of a label column that ``filter_by=keep`` keeps (null rows never)."""
-        return np.asarray(labels.isin(list(keep)).fillna(False), dtype=bool)
+    def keep_mask(self, labels: Any, keep: Sequence[str]) -> Any:
+        """Rows of a label column that ``filter_by=keep`` keeps (null rows never; on the device for cuDF)."""
+        return frames.labels_mask(labels, keep, multi_label=self.multi_label)
 
     def uncertainty(
         self, names: Sequence[str], probabilities: torch.Tensor | None, samples: torch.Tensor | None = None
@@ -227,17 +227,6 @@ class MultiLabel(ProblemType):
 
     def label_column(self, probabilities: torch.Tensor, valid: np.ndarray, info: ModelInfo, like: Any) -> Any:
         return frames.label_list_column(info.labels, self.decide(probabilities, info), valid, like)
-
-    def keep_mask(self, labels: Any, keep: Sequence[str]) -> np.ndarray:
-        """Rows with at least one of ``keep`` among their labels."""
-        wanted = set(keep)
-        values = frames.text_values(labels)
-        # Null rows come back as None (cuDF) or pd.NA (pandas); only lists can match.
-        return np.fromiter(
-            (isinstance(value, (list, tuple, np.ndarray)) and bool(wanted.intersection(value)) for value in values),
-            bool,
-            len(values),
-        )
 
 
 @register_problem

@@ -72,7 +72,9 @@ class DistributedDataClassifier:
     filter_by
         Keep only rows whose predicted label is one of these (rows with null text drop).
     max_chars
-        Cut text to this many characters before tokenizing (None: no cut).
+        Cut text to this many characters before tokenizing (None: 32 characters per token
+        of the max length, 64 times that with long-document windows; see
+        :func:`~nemo_cls_dask.tokenization.default_max_chars`).
     max_seq_length
         Truncate to this many tokens (None: the model's ``max_len``).
     padding_side

@@ -85,11 +85,15 @@ def _output_columns(
         mode = ("windows", classifier.chunk_overlap) if windowed else ("truncate",)
         encode_key = (text_key, loaded.info.tokenizer_key or str(loaded.info.tokenizer_path), max_length, mode)
         if encode_key not in encoded_cache:
+            # Characters past max_chars (default: derived from max_length) never reach the
+            # tokenizer; text with no tokens (zero-width, combining, NUL) is invalid like "".
+            limits = {"max_chars": max_chars, "drop_tokenless": True}
             if windowed:
-                encoded_cache[encode_key] = encode_windows(loaded.tokenizer, texts, valid, max_length, classifier.chunk_overlap)
+                encoded_cache[encode_key] = encode_windows(loaded.tokenizer, texts, valid, max_length, classifier.chunk_overlap, **limits)
             else:
-                encoded_cache[encode_key] = encode(loaded.tokenizer, texts, valid, max_length)
-        columns.update(classifier_columns(classifier, loaded, encoded_cache[encode_key], valid, part))
+                encoded_cache[encode_key] = encode(loaded.tokenizer, texts, valid, max_length, **limits)
+        tokens = encoded_cache[encode_key]
+        columns.update(classifier_columns(classifier, loaded, tokens, tokens.valid, part))
         problems.append(classifier.problem(loaded.info) if classifier.filter_by is not None else None)
     return columns, problems
 
