@@ -10,7 +10,7 @@ probability difference between them.
 
 Usage::
 
-    python benchmarks/bench_deterministic.py [--rows 400] [--rounds 3]
+    python benchmarks/bench_deterministic.py [--rows 400] [--rounds 3] [--threads 1]
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=400)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (a dask worker has 1)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     texts = list(pd.read_parquet(SAMPLE_PATH).head(args.rows)["text"])
     default = DistributedDataClassifier(model_identifier="debian-topics")
@@ -55,6 +57,7 @@ def main() -> None:
             start = time.perf_counter()
             outputs[name] = run_model(loaded, encoded, settings)
             best[name] = min(best[name], time.perf_counter() - start)
+            print(f"  {name}: {time.perf_counter() - start:.2f} s", flush=True)
     probabilities = {name: torch.softmax(out, dim=-1).numpy() for name, out in outputs.items()}
     cpu = torch.device("cpu")
     print(f"CPU: {platform.processor() or platform.machine()}, torch capability "
