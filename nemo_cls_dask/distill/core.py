@@ -157,8 +157,8 @@ def distill(
     student_speed = teacher_speed = None
     if len(timed):
         parts = min(ddf.npartitions, max(1, len(timed) // 64))
-        student_speed = _docs_per_second(operator, timed, parts)
-        teacher_speed = _docs_per_second(_renamed_teacher(wrapped, "text"), timed, parts)
+        student_speed = docs_per_second(operator, timed, parts)
+        teacher_speed = docs_per_second(_renamed_teacher(wrapped, "text"), timed, parts)
 
     notes = []
     if out_dir.joinpath("student.joblib").is_file():
@@ -235,9 +235,10 @@ def _outputs(operator: Any, pdf: pd.DataFrame, npartitions: int, teacher: Teache
     return labels, scores_matrix(frames.text_values(out[scores]), width)
 
 
-def _docs_per_second(operator: Any, pdf: pd.DataFrame, npartitions: int) -> float:
-    """Rows per second of ``operator`` over ``pdf`` on the current scheduler, after a warm-up
-    on a few rows per partition (so model loading is not counted)."""
+def docs_per_second(operator: Any, pdf: pd.DataFrame, npartitions: int) -> float:
+    """Rows per second of ``operator`` (lazy over dask frames) on ``pdf`` split into
+    ``npartitions``, on the current scheduler, after a warm-up on two rows per partition
+    (so model loading is not counted)."""
     frame = _frame(pdf, npartitions)
     warm = frame.map_partitions(_first_rows, meta=frame._meta)
     operator(warm).compute()
