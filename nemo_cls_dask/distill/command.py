@@ -39,7 +39,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--targets", default="auto", choices=TARGETS,
                         help="auto: the teacher's probabilities where the student can learn them, else its labels")
     parser.add_argument("--max-train-rows", type=int, default=None)
-    parser.add_argument("--speed-rows", type=int, default=2000, help="held-out rows both models are timed on (0: none)")
+    parser.add_argument("--speed-rows", type=int, default=500, help="held-out rows both models are timed on (0: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", default=None, help="Hugging Face cache folder for a hub teacher")
     cluster = parser.add_argument_group("cluster")
