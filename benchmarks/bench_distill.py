@@ -49,7 +49,22 @@ STUDENTS = ("tfidf", "kimcnn-word", "kimcnn-char")
 
 
 def load_data(args) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(labelled rows, pool rows, test rows) with columns ``text`` and ``section``."""
+    """(labelled rows, pool rows, test rows) with columns ``text`` and ``section``; cached in ``--out``
+    (reading the apt lists takes minutes on a busy machine)."""
+    cache = Path(args.out) / f"data-{args.pool_rows}-{args.test_rows}.parquet"
+    if cache.is_file():
+        data = pd.read_parquet(cache)
+        parts = tuple(data[data["part"] == name].drop(columns="part").reset_index(drop=True)
+                      for name in ("labelled", "pool", "test"))
+        print(f"read {cache}: labelled {len(parts[0])}, pool {len(parts[1])}, test {len(parts[2])}", flush=True)
+        return parts
+    labelled, pool, test = read_debian(args)
+    pd.concat([labelled.assign(part="labelled"), pool.assign(part="pool"), test.assign(part="test")],
+              ignore_index=True).to_parquet(cache)
+    return labelled, pool, test
+
+
+def read_debian(args) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     frame = debian.deduplicate(debian.load_records(debian.PACKAGES_FILE, debian.TRANSLATION_FILE))
     sections = debian.top_sections(frame, debian.N_LABELS)
     data = frame[frame["section"].isin(sections)].reset_index(drop=True)
@@ -59,7 +74,9 @@ def load_data(args) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     pool = debian.sample_rows(train_side, min(args.pool_rows, len(train_side)), debian.SEED + 7)
     print(f"{len(data)} descriptions in {len(sections)} sections; train side {len(train_side)}, test side "
           f"{int(is_test.sum())}; labelled {len(split.train)}, pool {len(pool)}, test {len(split.heldout)}", flush=True)
-    return split.train[["text", "section"]], pool[["text", "section"]], split.heldout[["text", "section"]]
+    columns = ["text", "section"]
+    return (split.train[columns].reset_index(drop=True), pool[columns].reset_index(drop=True),
+            split.heldout[columns].reset_index(drop=True))
 
 
 def build_teacher(args, labelled: pd.DataFrame) -> str:
