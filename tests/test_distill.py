@@ -356,7 +356,7 @@ def test_bad_input_fails_before_anything_is_written(single_teacher, pool, tmp_pa
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.run([sys.executable, "-m", "nemo_cls_dask.distill.command", "distill", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "nemo_cls_dask", "distill", *args], cwd=cwd,
                           capture_output=True, text=True, env=env, timeout=300)
 
 
