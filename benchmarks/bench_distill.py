@@ -119,6 +119,8 @@ def main() -> None:
     parser.add_argument("--students", default=",".join(STUDENTS))
     parser.add_argument("--curve", default="250,500,1000,2000,all", help="teacher-labelled rows for the TF-IDF curve")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--teacher-only", action="store_true",
+                        help="only run (or resume) the teacher's pass over the pool and the test rows, then stop")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -137,6 +139,12 @@ def main() -> None:
         teacher_test = teacher_outputs(teacher, test, args.workers, out / f"teacher-test-{args.teacher}-{len(test)}.parquet")
         teacher_accuracy = accuracy_of(teacher_test, test["section"])
         print(f"teacher {teacher}: test accuracy {teacher_accuracy:.4f} {elapsed()}", flush=True)
+        if args.teacher_only:
+            result = distill(teacher, "tfidf", pool_ddf, text_field="text", work_dir=work, speed_rows=0,
+                             model_out=_fresh(out / "students" / "teacher-pass"))
+            print(f"teacher pass complete: {len(result.teacher_partitions_run)} partitions labelled now in "
+                  f"{result.teacher_seconds:.0f}s, {len(result.teacher_partitions_reused)} reused {elapsed()}")
+            return
         timed = test[["text"]].iloc[: args.speed_rows]
         parts = args.workers * 2
         teacher_speed = docs_per_second(DistributedDataClassifier(model_identifier=teacher, label_field="t"), timed, parts)
