@@ -34,6 +34,7 @@ from ..errors import InputError, ModelNotFoundError, NemoClsDaskError
 from ..models.heads import BackboneHeadModel, pool, right_align
 from ..models.hub import resolve_backbone_dir
 from ..models.loading import LoadedModel, ModelInfo, describe_model, load_head_module, resolve_device
+from ..progress import progress_bar
 from ..tokenization import EncodedTexts, clean_texts, encode
 from . import data as D
 from .calibration import TemperatureFit, calibrate_temperature, rescale_thresholds
@@ -139,7 +140,8 @@ class TextClassifier:
         Seeds weights of the head, dropout, shuffling and the validation split; the same
         seed on CPU gives identical weights. The global torch RNG is left untouched.
     verbose
-        tqdm progress bars with the loss and per-epoch validation metrics.
+        Per-epoch validation metrics and progress bars (see ``progress`` of :meth:`fit`);
+        False keeps training silent unless ``fit(..., progress=True)``.
     warm_start
         If fitted already (or loaded with :meth:`from_pretrained`), ``fit`` continues from
         the current weights and labels instead of starting afresh.
@@ -292,6 +294,7 @@ class TextClassifier:
         label_field: str | list[str] = "label",
         validation: Any = None,
         sample_weight: Any = None,
+        progress: bool | None = None,
     ) -> TextClassifier:
         """Train on ``X`` and return self.
 
@@ -301,6 +304,8 @@ class TextClassifier:
         tuple; None holds out ``validation_fraction`` of the training rows.
         ``sample_weight``: per-row weights (array for in-memory data, or a column name).
         Dask frames are read one partition at a time and never collected.
+        ``progress``: bars for embedding (frozen backbone) and each epoch, with rows done,
+        rows/s and ETA; None shows them when stderr is a terminal and ``verbose`` is on.
         """
         self._check_params()
         frame, text_field, label_fields = D.as_frame(X, y, text_field, label_field)
@@ -349,7 +354,8 @@ class TextClassifier:
                 with torch.no_grad():
                     model.fc.bias.zero_()
             loss_weights = self._loss_weights(summary, labels, n_rows, device)
-            run = _Run(self, model, tokenizer, device, train, valid, label2id, loss_weights, n_rows)
+            run = _Run(self, model, tokenizer, device, train, valid, label2id, loss_weights, n_rows,
+                       progress=progress if progress is not None or self.verbose else False)
             run.train()
         # fitted state
         self.model_ = model.eval()
@@ -845,8 +851,9 @@ class _Run:
 
     def __init__(self, est: TextClassifier, model: BackboneHeadModel, tokenizer: Any, device: torch.device,
                  train: D.FrameSource, valid: D.FrameSource | None, label2id: dict[str, int] | None,
-                 loss_weights: torch.Tensor | None, n_rows: int) -> None:
+                 loss_weights: torch.Tensor | None, n_rows: int, progress: bool | None = None) -> None:
         self.est, self.model, self.tokenizer, self.device = est, model, tokenizer, device
+        self.progress = progress
         self.train_source, self.valid_source = train, valid
         self.label2id, self.loss_weights = label2id, loss_weights
         self.problem = est.problem
@@ -951,10 +958,7 @@ class _Run:
             self.model.load_state_dict(self.restore_state)
 
     def _progress_bar(self, epoch: int, total: int):
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, desc=f"epoch {epoch + 1}/{self.est.epochs}", unit="row",
-                    disable=not self.est.verbose, leave=True, dynamic_ncols=True)
+        return progress_bar(total, desc=f"epoch {epoch + 1}/{self.est.epochs}", unit="row", progress=self.progress)
 
     def _train_full(self) -> None:
         est, model = self.est, self.model
@@ -1034,11 +1038,15 @@ class _Run:
                          max_len=int(self.est.max_len), tokenizer_path=Path("."), config={})
         loaded = LoadedModel(info, pooled, self.tokenizer, self.device)
         vectors, targets, weights = [], [], []
+        total = {"train": self.n_train_rows, "valid": self.n_rows - self.n_train_rows if self.split else None}[side]
+        bar = progress_bar(total, desc=f"embedding {side} rows", unit="row", progress=self.progress)
         for index in range(self._n_chunks(side)):
             encoded, target, weight = self._prepared(index, side)
-            vectors.append(run_model(loaded, encoded, BatchSettings(batch_tokens=None, autocast=self.est.autocast)))
+            vectors.append(run_model(loaded, encoded, BatchSettings(batch_tokens=None, autocast=self.est.autocast), on_batch=bar.update))
+            bar.update(int((~encoded.valid).sum()))  # rows without text are not batched
             targets.append(target)
             weights.append(weight)
+        bar.close()
         hidden_states = torch.cat(vectors) if vectors else torch.zeros((0, hidden), device=self.device)
         result = (hidden_states, np.concatenate(targets), np.concatenate(weights))
         self._embeddings[side] = result
