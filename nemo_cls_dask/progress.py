@@ -9,7 +9,8 @@ In a Jupyter kernel a forced bar is tqdm's widget bar only when ``ipywidgets`` i
 installed; otherwise it is the plain text bar, so no ``TqdmWarning: IProgress not found``
 is ever printed.
 
-:class:`RowProgress` also keeps a timeline of ``(seconds, rows_done, padding)`` rows, the
+:class:`RowProgress` also keeps a timeline of ``(seconds, rows_done, padding)`` rows (padding
+efficiency: real / computed tokens), the
 input of the throughput and padding plots of :func:`nemo_cls_dask.report.write_report`.
 """
 
@@ -25,7 +26,11 @@ from tqdm.std import tqdm as text_tqdm
 __all__ = ["RowProgress", "TimelineRow", "progress_bar", "progress_enabled"]
 
 TimelineRow = tuple[float, int, "float | None"]
-"""``(seconds since start, rows done, padding)``; padding is padded/real tokens - 1, or None."""
+"""``(seconds since start, rows done, padding efficiency)``.
+
+Padding efficiency is real tokens / computed (padded) tokens so far, as the CLI prints it:
+1.0 means no padding at all; None where no token counts were given.
+"""
 
 
 def _is_terminal(stream: Any) -> bool:
@@ -119,7 +124,7 @@ class RowProgress:
         self.timeline: list[TimelineRow] = [(0.0, 0, None)]
 
     def advance(self, rows: int, *, real_tokens: int | None = None, padded_tokens: int | None = None) -> None:
-        """Count ``rows`` more rows done; token counts (of those rows) give the padding."""
+        """Count ``rows`` more rows done; their token counts update the padding efficiency."""
         if rows < 0:
             raise ValueError(f"rows must be >= 0, got {rows}")
         self.rows_done += int(rows)
@@ -127,9 +132,9 @@ class RowProgress:
         if real_tokens is not None and padded_tokens is not None:
             self.real_tokens += int(real_tokens)
             self.padded_tokens += int(padded_tokens)
-            if self.real_tokens:
-                padding = self.padded_tokens / self.real_tokens - 1.0
-                self._bar.set_postfix(padding=f"{padding:.1%}", refresh=False)
+            if self.padded_tokens:
+                padding = self.real_tokens / self.padded_tokens
+                self._bar.set_postfix(pad_eff=f"{padding:.3f}", refresh=False)
         self.timeline.append((self._clock() - self._start, self.rows_done, padding))
         self._bar.update(int(rows))
 

@@ -96,11 +96,11 @@ def test_row_progress_counts_rows_and_records_a_timeline():
     assert reporter.rows_done == 100
     assert reporter.timeline[0] == (0.0, 0, None)
     assert [row[:2] for row in reporter.timeline] == [(0.0, 0), (2.0, 30), (5.0, 100)]
-    assert reporter.timeline[1][2] == pytest.approx(0.1)  # 330 / 300 - 1
-    assert reporter.timeline[2][2] == pytest.approx(0.05)  # 1050 / 1000 - 1, cumulative
+    assert reporter.timeline[1][2] == pytest.approx(300 / 330)  # real / computed tokens
+    assert reporter.timeline[2][2] == pytest.approx(1000 / 1050)  # cumulative over the run
     shown = terminal.getvalue()
     assert "100/100" in shown
-    assert "padding=5.0%" in shown
+    assert "pad_eff=0.952" in shown
 
 
 def test_row_progress_without_token_counts_has_no_padding():
