@@ -22,6 +22,7 @@ from .classifiers import (
     classify,
 )
 from .cluster import get_client
+from .distill import DistillResult, distill
 from .engine import engine_stats, reset_engine_stats
 from .errors import InputError, ModelLoadError, ModelNotFoundError, NemoClsDaskError
 from .lightweight import KimCNNClassifier, SklearnOperator, SklearnTextClassifier, TextVocab
@@ -38,6 +39,7 @@ __all__ = [
     "ComposedModel",
     "ContentTypeClassifier",
     "DebianTopicClassifier",
+    "DistillResult",
     "DistributedDataClassifier",
     "DomainClassifier",
     "FineWebEduClassifier",
@@ -60,6 +62,7 @@ __all__ = [
     "classify",
     "compose",
     "describe_model",
+    "distill",
     "engine_stats",
     "get_client",
     "load_counts",

@@ -16,7 +16,10 @@ path and line (other files are still written) unless ``--encoding-errors replace
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -80,8 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM ends the command like Ctrl-C: cleanup runs (lock released, cluster closed)."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if on_main_thread else None
     try:
         if args.command == "classify":
             return run_classify(args)
@@ -92,18 +102,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NemoClsDaskError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 1
 
 
-def _check_paths(source: Path, output: Path, overwrite: bool) -> None:
-    """Refuse outputs that overlap the input; the output must be (or become) a folder."""
-    source, output = source.resolve(), output.resolve()
-    if output == source or source in output.parents or output in source.parents:
-        raise NemoClsDaskError(f"Output {output} overlaps the input {source}; choose another output folder.")
-    if output.is_file():
-        if not overwrite:
-            raise NemoClsDaskError(f"Output {output} is a file; give a folder, or pass --overwrite to replace it.")
-        output.unlink()
+def _check_output(source: Path, output: Path) -> None:
+    """Refuse an output that overlaps the input or is a file: a file is never replaced by a folder."""
+    from .output_folder import OutputError
+
+    if output.is_symlink() and not output.is_dir():
+        raise OutputError(f"Output {output} is a link to {os.readlink(output)}, not a folder; give a folder (nothing was changed).")
+    if output.exists() and not output.is_dir():
+        raise OutputError(f"Output {output} is a file, not a folder; give a folder (a file is never replaced by a folder).")
+    source_root, output_root = source.resolve(), output.resolve()
+    if output_root == source_root or source_root in output_root.parents or output_root in source_root.parents:
+        raise OutputError(f"Output {output} overlaps the input {source}; choose another output folder.")
 
 
 def run_classify(args: argparse.Namespace) -> int:
@@ -113,29 +128,54 @@ def run_classify(args: argparse.Namespace) -> int:
     by a task on a worker) as soon as its partitions are classified, so a killed run keeps
     the files it finished and a re-run does the rest.
     """
+    from .io import plan_files
+    from .output_folder import check_targets, remove_own_temporaries
+
+    source = Path(args.input) if args.input else SAMPLE_PATH
+    truth_field = args.truth_field or (SAMPLE_TRUTH_FIELD if args.input is None else None)
+    output = Path(args.output)
+    _check_output(source, output)
+    fmt = args.format or (output_format(output) if _has_data_suffix(output) else None)
+    jobs = plan_files(source, output, fmt)
+    check_targets([job.target for job in jobs], source, output)
+    classifiers = _build_classifiers(args)
+    for classifier in classifiers:
+        classifier.describe()  # a bad model fails here, before a cluster starts
+    lock = _lock_output(output)
+    try:
+        note = lock.previous_note()
+        if note:
+            print(note)
+        stale = remove_own_temporaries(job.target for job in jobs)
+        return _classify_pending(args, jobs, classifiers, source, output, truth_field, stale)
+    finally:
+        lock.release()
+
+
+def _lock_output(output: Path) -> Any:
+    """Create the output folder and lock it for this run (write errors come before any compute)."""
+    from .output_folder import OutputError, OutputLock
+
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        return OutputLock(output).acquire()
+    except OutputError:
+        raise
+    except OSError as error:
+        raise OutputError(f"Cannot write to the output folder {output}: {error.strerror or error} ({error.filename or output}).") from error
+
+
+def _classify_pending(args, jobs, classifiers, source, output, truth_field, stale) -> int:
     import dask
     from distributed import as_completed
 
     from .classifiers import classify
     from .cluster import get_client
     from .engine import engine_stats, reset_engine_stats
-    from .io import plan_files, remove_temporaries, write_file_result
+    from .io import write_file_result
 
-    source = Path(args.input) if args.input else SAMPLE_PATH
-    truth_field = args.truth_field or (SAMPLE_TRUTH_FIELD if args.input is None else None)
-    output = Path(args.output)
-    _check_paths(source, output, args.overwrite)
-    fmt = args.format or (output_format(output) if _has_data_suffix(output) else None)
-    jobs = plan_files(source, output, fmt)
-    classifiers = _build_classifiers(args)
-    for classifier in classifiers:
-        classifier.describe()  # a bad model fails here, before a cluster starts
-    _check_writable(output)
-    stale = remove_temporaries(output)
-    if args.overwrite:
-        for job in jobs:
-            job.target.unlink(missing_ok=True)
-    pending = [job for job in jobs if not job.done]
+    # --overwrite redoes every file; each old output is replaced only once its new version is complete.
+    pending = jobs if args.overwrite else [job for job in jobs if not job.done]
     skipped = len(jobs) - len(pending)
     if stale:
         print(f"removed {len(stale)} unfinished temporary file(s) of an interrupted run")
@@ -192,19 +232,6 @@ def run_classify(args: argparse.Namespace) -> int:
             print(f"  {path}: {message}", file=sys.stderr)
         return 2
     return 0
-
-
-def _check_writable(output: Path) -> None:
-    """Create the output folder and write a probe file there, so write errors come before any compute."""
-    from .io import OutputError, temporary_name
-
-    probe = temporary_name(output / "probe")
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise OutputError(f"Cannot write to the output folder {output}: {error.strerror or error} ({error.filename or output}).") from error
 
 
 def _has_data_suffix(path: Path) -> bool:

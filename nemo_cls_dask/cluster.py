@@ -53,7 +53,9 @@ def get_client(
         Threads per CPU worker (default 1: one process per core).
     cluster_options
         Passed to ``LocalCUDACluster`` / ``LocalCluster`` (e.g. ``memory_limit``,
-        ``rmm_pool_size``, ``dashboard_address``).
+        ``dashboard_address``). On GPUs, ``rmm_async=True`` (or ``rmm_pool_size="40GB"``)
+        gives the workers one RMM allocator that torch and cupy share too
+        (``rmm_allocator_external_lib_list=["torch", "cupy"]`` is added; see ``rmm_settings``).
     """
     from distributed import Client, LocalCluster
 
@@ -75,7 +77,9 @@ def get_client(
         else:
             if n_workers is not None:
                 cluster_options.setdefault("n_workers", n_workers)
-            return Client(LocalCUDACluster(**cluster_options))
+            from .rmm_settings import share_rmm_allocator
+
+            return Client(LocalCUDACluster(**share_rmm_allocator(cluster_options)))
     elif device == "gpu":
         raise RuntimeError("device='gpu' but no CUDA GPU is visible to this process.")
     cores = os.cpu_count() or 1

@@ -12,8 +12,9 @@ suffix follows the output format.
 Each output file is written **atomically** (:func:`write_atomic`): to a hidden temporary
 name in the same folder (``.NAME.<random>.tmp``), flushed to disk, then renamed with
 ``os.replace``. So a file under its final name is always complete, and a run that was
-killed can be re-run: files whose output exists are skipped, leftover temporary files
-are removed (:func:`remove_temporaries`). Readers of this package ignore names starting
+killed can be re-run: files whose output exists are skipped, and the temporary files of
+the planned outputs are removed
+(:func:`~nemo_cls_dask.output_folder.remove_own_temporaries`). Readers of this package ignore names starting
 with ``.`` or ``_``, so a temporary file is never read as input either.
 
 Invalid UTF-8 in jsonl input is an error by default (:class:`~nemo_cls_dask.errors.InputError`
@@ -35,18 +36,14 @@ import dask.dataframe as dd
 import pandas as pd
 import pyarrow as pa
 
-from .errors import InputError, NemoClsDaskError
+from .errors import InputError
+from .output_folder import OutputError, temporary_name  # noqa: F401  (OutputError: io was its first home)
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
 SAMPLE_PATH = Path(__file__).resolve().parent / "data" / "debian_sample.parquet"
 FORMATS = ("parquet", "jsonl")
-TEMP_SUFFIX = ".tmp"
 ENCODING_ERRORS = ("strict", "replace")
-
-
-class OutputError(NemoClsDaskError, OSError):
-    """An output file could not be written (disk full, no permission, ...); names the path."""
 
 
 def _suffix(path: Path) -> str:
@@ -130,8 +127,8 @@ class FileJob:
 
     @property
     def done(self) -> bool:
-        """True when the output exists: written atomically, so it is complete."""
-        return self.target.is_file()
+        """True when the output exists as a regular file: written atomically, so it is complete."""
+        return self.target.is_file() and not self.target.is_symlink()
 
 
 def plan_files(source: str | Path, output: str | Path, fmt: str | None = None) -> list[FileJob]:
@@ -157,24 +154,6 @@ def plan_files(source: str | Path, output: str | Path, fmt: str | None = None) -
         seen[target] = file
         jobs.append(FileJob(file, target, kind, out_format))
     return jobs
-
-
-def temporary_name(target: Path) -> Path:
-    """A fresh hidden temporary name next to ``target`` (same folder, so os.replace is atomic)."""
-    return target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}"
-
-
-def remove_temporaries(output: str | Path) -> list[Path]:
-    """Delete temporary files a killed run left under ``output``; return them."""
-    output = Path(output)
-    if not output.is_dir():
-        return []
-    removed = []
-    for file in output.rglob(f".*{TEMP_SUFFIX}"):
-        if file.is_file():
-            file.unlink(missing_ok=True)
-            removed.append(file)
-    return removed
 
 
 def _jsonable(frame: pd.DataFrame) -> pd.DataFrame:
@@ -218,7 +197,7 @@ def write_atomic(frame: pd.DataFrame, target: str | Path, fmt: str) -> Path:
     written (permissions, disk full, a file where a folder should be).
     """
     target = Path(target)
-    temp = temporary_name(target)
+    temp = temporary_name(target, uuid.uuid4().hex[:12])  # same folder, so os.replace is atomic
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "parquet":

@@ -457,21 +457,9 @@ class DistributedDataClassifier:
         """Keep rows whose label is in ``filter_by`` (multi-label: any of its labels)."""
         if self.filter_by is None:
             return frame
-        labels = frame[self.label_field]
-        if info.problem_type == "multi_label_classification":
-            keep = set(self.filter_by)
-            values = frames.text_values(labels)
-            # Null rows come back as None (cuDF) or pd.NA (pandas); only lists can match.
-            mask = np.fromiter(
-                (isinstance(value, (list, tuple, np.ndarray)) and bool(keep.intersection(value)) for value in values),
-                bool,
-                len(values),
-            )
-        else:
-            mask = labels.isin(list(self.filter_by)).fillna(False)
-        if frames.is_cudf(frame):
-            return frame[mask]
-        return frame[np.asarray(mask, dtype=bool)]
+        multi_label = info.problem_type == "multi_label_classification"
+        mask = frames.labels_mask(frame[self.label_field], self.filter_by, multi_label)
+        return frame[mask]
 
     # ------------------------------------------------------------------ applying
 
