@@ -6,8 +6,10 @@ terminal, or when the caller forces it with ``progress=True``; ``progress=False`
 stream that is not a terminal (a log file, a pipe, CI, a notebook cell) keeps it silent.
 
 In a Jupyter kernel a forced bar is tqdm's widget bar only when ``ipywidgets`` is
-installed; otherwise it is the plain text bar, so no ``TqdmWarning: IProgress not found``
-is ever printed.
+installed; otherwise it is the plain text bar. Without ipywidgets, importing this module
+also silences tqdm's ``TqdmWarning: IProgress not found``, which ``tqdm.auto`` prints when
+a dependency (huggingface_hub, transformers) imports it in a kernel: the text bar it falls
+back to is the one intended here.
 
 :class:`RowProgress` also keeps a timeline of ``(seconds, rows_done, padding)`` rows (padding
 efficiency: real / computed tokens), the
@@ -19,8 +21,10 @@ from __future__ import annotations
 import importlib.util
 import sys
 import time
+import warnings
 from typing import Any, TextIO
 
+from tqdm.std import TqdmWarning
 from tqdm.std import tqdm as text_tqdm
 
 __all__ = ["RowProgress", "TimelineRow", "progress_bar", "progress_enabled"]
@@ -62,6 +66,18 @@ def _in_notebook_kernel() -> bool:
     except AttributeError:
         return False
     return ipython is not None and type(ipython).__name__ == "ZMQInteractiveShell"
+
+
+def silence_missing_widgets_warning() -> None:
+    """Ignore tqdm.auto's "IProgress not found" warning when ipywidgets is not installed.
+
+    Only that message, only then: with ipywidgets there is no warning to silence.
+    """
+    if importlib.util.find_spec("ipywidgets") is None:
+        warnings.filterwarnings("ignore", message=r"IProgress not found", category=TqdmWarning)
+
+
+silence_missing_widgets_warning()
 
 
 def _bar_class(stream: TextIO | None) -> type:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import html
 import os
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -404,12 +405,12 @@ def _details(summary: str, header: Sequence[str], rows: Sequence[Sequence[Any]])
 
 
 def _write_atomic(path: Path, page: str) -> None:
-    from .io import temporary_name
-
+    """Write next to ``path`` under a fresh hidden name, then rename: readers never see half a page."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = temporary_name(path)
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        temp.write_text(page, encoding="utf-8")
+        with open(temp, "x", encoding="utf-8") as handle:  # "x": never reuse an existing file
+            handle.write(page)
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)
