@@ -621,8 +621,9 @@ def test_default_autocast_on_a_bf16_cpu_runs_bf16(monkeypatch, checkpoints, vari
     forced = score_matrix(DistributedDataClassifier(**options, autocast="bf16")(frame)["p"])
     monkeypatch.setenv(CPU_BF16_ENV, "1")
     default = score_matrix(DistributedDataClassifier(**options)(frame)["p"])
-    np.testing.assert_array_equal(default, forced)
-    assert not np.array_equal(default, fp32)
+    # bf16, not fp32: only "same batches, fp32, one CPU" is exact; oneDNN may pick another bf16 kernel per call.
+    np.testing.assert_allclose(default, forced, rtol=0, atol=1e-6)
+    assert np.nanmax(np.abs(default - fp32)) > 1e-4  # bf16 rounding (~4e-3 relative) shows; fp32 would not
 
 
 def test_bad_cpu_bf16_setting_fails_when_applied(monkeypatch, checkpoints):
