@@ -25,6 +25,7 @@ from .classifiers import (
 from .cluster import get_client
 from .distill import DistillResult, distill
 from .engine import engine_stats, reset_engine_stats
+from .files import ClassifyFilesResult, FileOutcome, classify_files
 from .errors import InputError, ModelLoadError, ModelNotFoundError, NemoClsDaskError
 from .lightweight import KimCNNClassifier, SklearnOperator, SklearnTextClassifier, TextVocab
 from .models import BackboneHeadModel, describe_model, load_counts
@@ -36,6 +37,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActiveLearner",
+    "ClassifyFilesResult",
+    "FileOutcome",
     "BackboneHeadModel",
     "ComposedClassifier",
     "ComposedModel",
@@ -62,6 +65,7 @@ __all__ = [
     "ModelNotFoundError",
     "NemoClsDaskError",
     "classify",
+    "classify_files",
     "compose",
     "describe_model",
     "distill",
