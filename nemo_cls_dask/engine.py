@@ -16,8 +16,10 @@ import threading
 import weakref
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
@@ -146,9 +148,10 @@ class Inference:
     samples: torch.Tensor | None = None  # (k, rows, num_outputs): passes with dropout active
 
 
-def run_model(loaded: LoadedModel, encoded: EncodedTexts, settings: BatchSettings) -> torch.Tensor:
+def run_model(loaded: LoadedModel, encoded: EncodedTexts, settings: BatchSettings,
+              on_batch: Callable[[int], Any] | None = None) -> torch.Tensor:
     """Outputs ``(rows, num_outputs)`` in float32 on the model's device; NaN for invalid rows."""
-    return infer(loaded, encoded, settings).outputs
+    return infer(loaded, encoded, settings, on_batch=on_batch).outputs
 
 
 def infer(
@@ -158,6 +161,7 @@ def infer(
     *,
     embeddings: bool = False,
     dropout_samples: int | None = None,
+    on_batch: Callable[[int], Any] | None = None,
 ) -> Inference:
     """Run the model over ``encoded`` in sorted, token-budgeted batches.
 
@@ -165,6 +169,7 @@ def infer(
     forward pass (the module's ``forward_with_embedding``). ``dropout_samples=k`` also runs
     every batch ``k`` more times with dropout active (on a twin of the module, see
     :func:`mc_dropout_twin`); the ``outputs`` still come from the eval-mode pass.
+    ``on_batch(rows)`` is called after each batch (a progress bar's ``update``).
     """
     device = loaded.device
     num_rows = encoded.num_rows
@@ -212,6 +217,8 @@ def infer(
             out[index] = result.float()
             for sample in range(dropout_samples or 0):
                 samples[sample, index] = forward_with_oom_split(twin, input_ids, attention_mask, count_split).float()
+            if on_batch is not None:
+                on_batch(len(rows))
     _record(rows=int(valid_rows.size), real_tokens=encoded.num_tokens, padded_tokens=padded_tokens,
             batches=len(batches), oom_splits=splits)
     return Inference(out, vectors, samples)
