@@ -175,10 +175,19 @@ def test_ten_thousand_layers_are_refused_from_the_weight_names(head_checkpoint, 
         loading.get_model(str(folder), None, "cpu")
 
 
-def test_a_head_checkpoint_hidden_size_the_weights_lack_is_refused_before_building(head_checkpoint, copy_checkpoint):
+def test_a_head_checkpoint_hidden_size_the_weights_lack_is_refused_when_the_operator_is_applied(head_checkpoint, copy_checkpoint):
     folder = copy_checkpoint(head_checkpoint)
     _with_backbone_config(head_checkpoint, folder, hidden_size=20_000, num_attention_heads=4)
-    with pytest.raises(ModelLoadError, match=r"config \(\d+, 20000\), weights \(\d+, 32\)"):
+    frame = pd.DataFrame({"text": ["some text"]})
+    with pytest.raises(ModelLoadError, match="'hidden_size': 20000"):
+        DistributedDataClassifier(model_identifier=str(folder)).validate(frame.columns)
+
+
+def test_a_head_checkpoint_shape_only_the_meta_build_sees_is_refused_before_building(head_checkpoint, copy_checkpoint):
+    folder = copy_checkpoint(head_checkpoint)
+    _with_backbone_config(head_checkpoint, folder, intermediate_size=10**6)
+    describe_model(str(folder))
+    with pytest.raises(ModelLoadError, match=r"intermediate.*config \(1000000, 32\), weights \(\d+, 32\)"):
         loading.get_model(str(folder), None, "cpu")
 
 

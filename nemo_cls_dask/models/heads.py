@@ -48,7 +48,7 @@ from .files import (
 )
 from .hub import PACKAGED_MODELS, bundled_backbone_config, resolve_backbone_dir
 from .layouts import CheckpointLayout, ModelInfo, register_layout
-from .weights import check_layer_count, check_shapes_on_meta, load_checked
+from .weights import check_config_sizes, check_layer_count, check_shapes_on_meta, load_checked
 
 POOLINGS = ("cls", "mean")
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
@@ -335,6 +335,19 @@ def _backbone_layers(config: dict[str, Any], cache_dir: str | None) -> int | Non
     return getattr(backbone_config_from(config, cache_dir), "num_hidden_layers", None)
 
 
+def _check_sizes(config: dict[str, Any], weights: Path, cache_dir: str | None) -> None:
+    """The backbone width, head width and layer count of the config, against the weights header."""
+    try:
+        backbone = backbone_config_from(config, cache_dir)
+    except (ModelLoadError, OSError, ValueError):
+        return  # no backbone config to compare yet: loading says what is missing
+    sizes = {"head outputs": head_width(config)}
+    hidden = getattr(backbone, "hidden_size", None)
+    if isinstance(hidden, int):
+        sizes["hidden_size"] = hidden
+    check_config_sizes(sizes, getattr(backbone, "num_hidden_layers", None), tensor_shapes(weights), weights)
+
+
 @register_layout
 class HeadLayout(CheckpointLayout):
     """NVIDIA NeMo Curator's backbone + ``fc`` layout (this module's docstring).
@@ -354,6 +367,8 @@ class HeadLayout(CheckpointLayout):
         weights = check_weights_present(path)
         if is_head_only(weights):
             backbone_folder(config, cache_dir, str(weights))
+        if weights.suffix == ".safetensors":
+            _check_sizes(config, weights, cache_dir)
         tokenizer_path = head_tokenizer_path(path, config, cache_dir)
         return ModelInfo(
             path=path,
