@@ -215,7 +215,7 @@ class TextEstimatorBase(ClassifierMixin, BaseEstimator):
                           f"rarely predict them.", UserWarning, stacklevel=3)
         if self.problem == "single_label" and len(chosen) < 2:
             raise InputError(
-                f"A single_label classifier needs at least two classes; the training data has only {found}. "
+                f"A single_label classifier needs at least two classes; the training data has only one class: {found}. "
                 f"Pass labels=[...] with all classes, or use problem='multi_label' for a yes/no tag."
             )
         if not chosen:
@@ -386,8 +386,13 @@ class TextEstimatorBase(ClassifierMixin, BaseEstimator):
 
 
 def prediction_values(X: Any, text_field: str) -> list[Any]:
-    """The raw text values of in-memory input (a DataFrame column, Series, list or array)."""
+    """The raw text values of in-memory input (a DataFrame column, Series, list or array).
+
+    A DataFrame without ``text_field`` but with a single column is read as that column
+    (scikit-learn style ``X``: one column of texts)."""
     if isinstance(X, pd.DataFrame):
+        if text_field not in X.columns and X.shape[1] == 1:
+            return frames.text_values(X.iloc[:, 0])
         if text_field not in X.columns:
             raise InputError(f"Text column {text_field!r} is not in the DataFrame; its columns are {list(X.columns)}.")
         return frames.text_values(X[text_field])

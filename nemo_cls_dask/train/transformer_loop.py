@@ -26,7 +26,7 @@ from ..models.loading import LoadedModel, ModelInfo
 from ..tokenization import EncodedTexts, encode
 from . import data as D
 from .metrics import outcome_metrics, tune_thresholds
-from .optim import lr_factor, parameter_depths, parameter_groups
+from .optim import lr_schedule, parameter_depths, parameter_groups
 
 
 class TrainingError(NemoClsDaskError, RuntimeError):
@@ -142,8 +142,8 @@ class TransformerRun:
             group.pop("names")
         return torch.optim.AdamW(groups, lr=est.learning_rate, weight_decay=est.weight_decay)
 
-    def _set_lr(self, optimizer: torch.optim.Optimizer, progress: float) -> float:
-        factor = lr_factor(progress, self.est.warmup_ratio, self.est.lr_schedule)
+    def _set_lr(self, optimizer: torch.optim.Optimizer, rows_seen: int) -> float:
+        factor = self.schedule(min(rows_seen, self.schedule_steps))  # the split's row count is an estimate
         for group in optimizer.param_groups:
             group["lr"] = group["initial_lr"] * factor
         return factor
@@ -170,6 +170,7 @@ class TransformerRun:
         scaler = torch.amp.GradScaler("cuda") if (self.dtype == torch.float16 and self.device.type == "cuda") else None
         cast = (lambda: torch.autocast(self.device.type, dtype=self.dtype)) if self.dtype is not None else None
         total_rows = max(self.n_train_rows * est.epochs, 1)
+        self.schedule, self.schedule_steps = lr_schedule(est.lr_schedule, est.warmup_ratio, total_rows), total_rows
         seen = 0
         accumulation = est.gradient_accumulation_steps
         self._early_setup()
@@ -206,7 +207,7 @@ class TransformerRun:
                     pending += 1
                     seen += len(rows)
                     if pending == accumulation:
-                        self._step(optimizer, scaler, seen / total_rows)
+                        self._step(optimizer, scaler, seen)
                         pending = 0
                     loss_sum += loss.detach().item() * len(rows)
                     loss_rows += len(rows)
@@ -214,15 +215,15 @@ class TransformerRun:
                     bar.update(len(rows))
                     bar.set_postfix(loss=f"{loss_sum / loss_rows:.4f}", refresh=False)
             if pending:
-                self._step(optimizer, scaler, seen / total_rows)
+                self._step(optimizer, scaler, seen)
             for parameter in model.parameters():
                 parameter.requires_grad_(True)
             stop = self._end_epoch(epoch, loss_sum / max(loss_rows, 1), bar, started, self.validation_outputs)
             if stop:
                 break
 
-    def _step(self, optimizer, scaler, progress: float) -> None:
-        self._set_lr(optimizer, progress)
+    def _step(self, optimizer, scaler, rows_seen: int) -> None:
+        self._set_lr(optimizer, rows_seen)
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
@@ -263,6 +264,7 @@ class TransformerRun:
         self.n_train_rows = len(x)
         n = len(x)
         total = max(n * est.epochs, 1)
+        self.schedule, self.schedule_steps = lr_schedule(est.lr_schedule, est.warmup_ratio, total), total
         seen = 0
         self._early_setup()
         batch = est.max_batch_rows * est.gradient_accumulation_steps
@@ -282,7 +284,7 @@ class TransformerRun:
                     self._check_finite(loss, epoch, step)
                     loss.backward()
                     seen += len(rows)
-                    self._step(optimizer, None, seen / total)
+                    self._step(optimizer, None, seen)
                     loss_sum += loss.detach().item() * len(rows)
                     bar.update(len(rows))
                     bar.set_postfix(loss=f"{loss_sum / max(seen - epoch * n, 1):.4f}", refresh=False)
