@@ -22,7 +22,9 @@ from .classifiers import (
     classify,
 )
 from .cluster import get_client
+from .distill import DistillResult, distill
 from .engine import engine_stats, reset_engine_stats
+from .files import ClassifyFilesResult, FileOutcome, classify_files
 from .errors import InputError, ModelLoadError, ModelNotFoundError, NemoClsDaskError
 from .lightweight import KimCNNClassifier, SklearnOperator, SklearnTextClassifier, TextVocab
 from .models import BackboneHeadModel, describe_model, load_counts
@@ -33,11 +35,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActiveLearner",
+    "ClassifyFilesResult",
+    "FileOutcome",
     "BackboneHeadModel",
     "ComposedClassifier",
     "ComposedModel",
     "ContentTypeClassifier",
     "DebianTopicClassifier",
+    "DistillResult",
     "DistributedDataClassifier",
     "DomainClassifier",
     "FineWebEduClassifier",
@@ -58,8 +63,10 @@ __all__ = [
     "ModelNotFoundError",
     "NemoClsDaskError",
     "classify",
+    "classify_files",
     "compose",
     "describe_model",
+    "distill",
     "engine_stats",
     "get_client",
     "load_counts",

@@ -96,9 +96,23 @@ def pad_batch(
     return torch.from_numpy(np.ascontiguousarray(input_ids)), torch.from_numpy(np.ascontiguousarray(real).astype(np.int64))
 
 
+#: Lower-case texts of out-of-memory errors: torch's caching allocator ("CUDA out of
+#: memory"), and RMM's (``rmm::out_of_memory`` is a ``std::bad_alloc``; through torch's or
+#: cupy's RMM allocator it arrives as a RuntimeError or MemoryError whose text has these).
+OUT_OF_MEMORY_TEXTS = ("out of memory", "out_of_memory", "std::bad_alloc")
+#: Exception types an out-of-memory error may come as (then told apart by their text).
+OUT_OF_MEMORY_TYPES = (torch.OutOfMemoryError, RuntimeError, MemoryError)
+
+
 def is_out_of_memory(error: BaseException) -> bool:
-    """True for a CUDA (or other accelerator) out-of-memory error."""
-    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
+    """True for an accelerator out-of-memory error, from torch's allocator or from RMM's.
+
+    A bare host ``MemoryError`` (no text) is not one: halving a batch would not help.
+    """
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    text = str(error).lower()
+    return isinstance(error, OUT_OF_MEMORY_TYPES) and any(part in text for part in OUT_OF_MEMORY_TEXTS)
 
 
 Output = torch.Tensor | tuple[torch.Tensor, ...]
@@ -118,7 +132,7 @@ def forward_with_oom_split(
     """
     try:
         return forward(input_ids, attention_mask)
-    except (torch.OutOfMemoryError, RuntimeError) as error:
+    except OUT_OF_MEMORY_TYPES as error:
         if not is_out_of_memory(error):
             raise
         rows = input_ids.shape[0]

@@ -1,13 +1,9 @@
 """``nemo-cls-dask train``: fine-tune a classifier on a jsonl/parquet file or folder.
 
 The saved folder loads with ``nemo-cls-dask classify --model DIR`` and
-``DistributedDataClassifier(model_identifier=DIR)``. Wire it into the main parser with::
-
-    from .cli_train import add_train_parser, run_train
-    add_train_parser(commands)            # commands = parser.add_subparsers(...)
-    ...
-    if args.command == "train":
-        return run_train(args)
+``DistributedDataClassifier(model_identifier=DIR)``. :mod:`nemo_cls_dask.cli` registers it
+(through :mod:`nemo_cls_dask.cli.train`); the options shared with ``classify`` come from
+:mod:`nemo_cls_dask.cli.options`.
 """
 
 from __future__ import annotations
@@ -18,9 +14,11 @@ import math
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
+from .cli.options import add_engine_options, add_overwrite, add_text_field, autocast_value
 from .errors import NemoClsDaskError
 
 
@@ -30,11 +28,13 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         "train",
         help="fine-tune a text classifier on a jsonl/parquet file or folder",
         description="Fine-tune a transformer text classifier (single-label, multi-label or regression) "
-        "and save it in the layout that 'classify --model DIR' loads.",
+        "and save it in the layout that 'classify --model DIR' loads. Options left at 'auto' are "
+        "chosen per mode (--frozen-backbone or full fine-tune) and data size; the values used are printed.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     train.add_argument("input", help="training data: jsonl/parquet file or folder")
     train.add_argument("--out", required=True, help="folder to save the classifier to")
-    train.add_argument("--text-field", default="text")
+    add_text_field(train)
     train.add_argument("--label-field", default="label", help="label column (regression: comma-separated target columns)")
     train.add_argument("--problem", default="single_label", choices=["single_label", "multi_label", "regression"])
     train.add_argument("--backbone", default="sentence-transformers/all-MiniLM-L6-v2", help="hub id or folder of the encoder")
@@ -44,36 +44,54 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
                        help="multi-label: what the per-label thresholds maximize on the validation rows")
     train.add_argument("--validation", default=None, help="validation jsonl/parquet file or folder (default: hold out --validation-fraction)")
     train.add_argument("--validation-fraction", type=float, default=0.1)
-    train.add_argument("--epochs", type=int, default=3)
-    train.add_argument("--lr", type=float, default=5e-5, help="learning rate of the backbone")
-    train.add_argument("--head-lr", type=float, default=None, help="learning rate of the head (default: --lr)")
+    train.add_argument("--epochs", type=_auto(int), default="auto",
+                       help="auto: enough for a few hundred optimizer steps (frozen: 10-200 epochs; full fine-tune: 3-8)")
+    train.add_argument("--lr", type=_auto(float), default="auto",
+                       help="learning rate of the backbone (auto: 1e-4); with --frozen-backbone, of the head unless --head-lr is given")
+    train.add_argument("--head-lr", type=_auto(float), default="auto",
+                       help="learning rate of the head (auto: 3e-3 with --frozen-backbone, else 2e-3)")
     train.add_argument("--lr-schedule", default="linear", choices=["linear", "cosine", "constant"])
     train.add_argument("--warmup-ratio", type=float, default=0.1)
     train.add_argument("--weight-decay", type=float, default=0.01)
-    train.add_argument("--batch-tokens", type=int, default=4096, help="tokens per training batch (rows x padded length)")
-    train.add_argument("--max-batch-rows", type=int, default=64)
+    add_engine_options(train, batch_tokens=4096, max_batch_rows=64,
+                       batch_tokens_help="tokens per training batch (rows x padded length)")
     train.add_argument("--grad-accum", type=int, default=1, help="batches per optimizer step")
     train.add_argument("--max-len", type=int, default=128, help="tokens per text")
     train.add_argument("--pooling", default="mean", choices=["mean", "cls"])
     train.add_argument("--fc-dropout", type=float, default=0.1)
     train.add_argument("--frozen-backbone", action="store_true", help="train only the head on cached embeddings (fast on CPU)")
     train.add_argument("--class-weight", default=None, choices=["balanced"])
-    train.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE", help="stop after PATIENCE epochs without a better validation loss")
+    train.add_argument("--early-stopping", type=_auto(int, off=True), default="auto", metavar="PATIENCE",
+                       help="stop after PATIENCE epochs without a better validation loss and keep the best epoch; "
+                       "auto: 5 with --frozen-backbone, else 2 (when there is validation data); off: train every epoch")
     train.add_argument("--layerwise-lr-decay", type=float, default=1.0)
     train.add_argument("--gradual-unfreezing", action="store_true")
-    train.add_argument("--autocast", default="auto", choices=["auto", "bf16", "fp16", "fp32"], help="auto: bf16/fp16 on GPU; bf16 on CPUs with AVX512-BF16/AMX, else fp32")
     train.add_argument("--in-memory", action="store_true", help="load the whole input into memory (default: stream dask partitions)")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--device", default="auto")
-    train.add_argument("--cache-dir", default=None)
     train.add_argument("--quiet", action="store_true", help="no progress bars")
-    train.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
-    train.set_defaults(command="train")
+    add_overwrite(train, "replace an existing --out folder")
+    train.set_defaults(command="train", run=run_train)
     return train
 
 
-def _autocast(value: str) -> Any:
-    return {"auto": True, "fp32": False}.get(value, value)
+def _auto(kind: type, off: bool = False):
+    """An argparse type: ``"auto"``, ``"off"`` (if allowed) or a number of ``kind``."""
+
+    def parse(text: str) -> Any:
+        if text == "auto" or (off and text == "off"):
+            return text
+        try:
+            return kind(text)
+        except ValueError:
+            allowed = "'auto', 'off' or " if off else "'auto' or "
+            raise argparse.ArgumentTypeError(f"expected {allowed}a{'n integer' if kind is int else ' number'}, got {text!r}") from None
+
+    return parse
+
+
+def _automatic(value: Any) -> Any:
+    """The estimator's value for an option: None for 'auto', 'off' -> None for early stopping."""
+    return None if value in ("auto", "off") else value
 
 
 def build_estimator(args: argparse.Namespace):
@@ -88,9 +106,9 @@ def build_estimator(args: argparse.Namespace):
         pooling=args.pooling,
         max_len=args.max_len,
         fc_dropout=args.fc_dropout,
-        epochs=args.epochs,
-        learning_rate=args.lr,
-        head_learning_rate=args.head_lr,
+        epochs=_automatic(args.epochs),
+        learning_rate=_automatic(args.lr),
+        head_learning_rate=_automatic(args.head_lr),
         lr_schedule=args.lr_schedule,
         warmup_ratio=args.warmup_ratio,
         weight_decay=args.weight_decay,
@@ -98,9 +116,9 @@ def build_estimator(args: argparse.Namespace):
         max_batch_rows=args.max_batch_rows,
         gradient_accumulation_steps=args.grad_accum,
         class_weight=args.class_weight,
-        autocast=_autocast(args.autocast),
+        autocast=autocast_value(args.autocast),
         validation_fraction=args.validation_fraction,
-        early_stopping_patience=args.early_stopping,
+        early_stopping_patience="auto" if args.early_stopping == "auto" else _automatic(args.early_stopping),
         layerwise_lr_decay=args.layerwise_lr_decay,
         gradual_unfreezing=args.gradual_unfreezing,
         frozen_backbone=args.frozen_backbone,
@@ -117,6 +135,7 @@ def run_train(args: argparse.Namespace) -> int:
     Errors of this package are printed to stderr (exit code 2), as by ``classify``.
     """
     from .io import read_frame
+    from .train.defaults import NearChanceWarning
 
     try:
         out = Path(args.out)
@@ -136,7 +155,9 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"training {args.problem} classifier on {args.input} ({frame.npartitions if hasattr(frame, 'npartitions') else 1} "
               f"partition(s)), backbone {args.backbone}{' (frozen)' if args.frozen_backbone else ''}", flush=True)
         started = time.perf_counter()
-        clf.fit(frame, text_field=args.text_field, label_field=label_field, validation=validation)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NearChanceWarning)  # printed below, after the metrics
+            clf.fit(frame, text_field=args.text_field, label_field=label_field, validation=validation)
         seconds = time.perf_counter() - started
         clf.save_pretrained(out)
     except NemoClsDaskError as error:
@@ -144,12 +165,15 @@ def run_train(args: argparse.Namespace) -> int:
         return 2
     print(f"trained on {clf.n_train_rows_} rows in {seconds:.1f}s; {len(clf.history_)} epoch(s)"
           + (f", best epoch {clf.best_epoch_}" if clf.best_epoch_ else ""))
+    print(f"settings: {clf.training_plan_.describe()}")
     metrics = clf.validation_metrics_
     if metrics:
         shown = {key: (round(value, 4) if isinstance(value, float) and math.isfinite(value) else value) for key, value in metrics.items()}
         print("validation metrics: " + json.dumps(shown))
     else:
         print("no validation data (validation_fraction=0 and no --validation): no metrics")
+    if clf.near_chance_:
+        print(f"warning: {clf.near_chance_}", file=sys.stderr)
     print(f"saved to {out} (use: nemo-cls-dask classify INPUT OUTPUT --model {out})")
     return 0
 

@@ -13,7 +13,9 @@ through :class:`~nemo_cls_dask.DistributedDataClassifier` for dask frames.
 
 from __future__ import annotations
 
+import copy
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from ..models.hub import resolve_backbone_dir
 from ..models.loading import describe_model, load_head_module, resolve_device
 from . import data as D
 from .calibration import TemperatureFit, calibrate_temperature, rescale_thresholds
+from .defaults import NearChanceWarning, TrainingPlan, check_training_params, near_chance_message, resolve_training_plan
 from .optim import SCHEDULES
 from .torch_base import TorchTextEstimator, fold_scale, scale_of, unfold_scale
 from .transformer_loop import TrainingError, TransformerRun  # noqa: F401  (TrainingError: public here)
@@ -65,8 +68,11 @@ class TextClassifier(TorchTextEstimator):
         Head settings saved in ``config.json`` (``"mean"`` or ``"cls"``; tokens per text).
     epochs, learning_rate, head_learning_rate, lr_schedule, warmup_ratio, weight_decay
         AdamW with linear warmup over the first ``warmup_ratio`` of training then
-        ``"linear"``/``"cosine"``/``"constant"``; ``head_learning_rate`` (default
-        ``learning_rate``) is the lr of ``fc``. No weight decay on biases and norms.
+        ``"linear"``/``"cosine"``/``"constant"``; ``learning_rate`` is the backbone's lr and
+        ``head_learning_rate`` the lr of ``fc``. No weight decay on biases and norms. None
+        (the default) picks measured defaults per mode and data size when ``fit`` runs
+        (:func:`~nemo_cls_dask.train.defaults.resolve_training_plan`; the values used are in
+        ``training_plan_``).
     batch_tokens, max_batch_rows
         Training batches hold at most ``batch_tokens`` tokens (``rows x padded length``) and
         ``max_batch_rows`` rows; rows are bucketed by length and the batch order is shuffled
@@ -85,7 +91,8 @@ class TextClassifier(TorchTextEstimator):
         (stratified for single-label; per partition for dask frames). 0 disables it.
     early_stopping_patience
         Stop after this many epochs without a lower validation loss and restore the best
-        epoch's weights. None: train all epochs.
+        epoch's weights. ``"auto"`` (default): the mode's patience whenever there is
+        validation data (:mod:`~nemo_cls_dask.train.defaults`). None: train all epochs.
     layerwise_lr_decay
         Encoder layer at depth ``d`` from the top gets ``learning_rate * decay**d``; the
         embeddings are the deepest.
@@ -118,7 +125,10 @@ class TextClassifier(TorchTextEstimator):
     (tuple, None for regression), ``output_names_``, ``thresholds_`` (multi-label, numpy),
     ``history_`` (list of per-epoch dicts), ``best_epoch_``, ``n_train_rows_``,
     ``text_field_``, ``calibration_`` (None, or a dict with ``temperature``, ``rows`` and the
-    validation ``nll_before``/``nll_after``/``ece_before``/``ece_after``).
+    validation ``nll_before``/``nll_after``/``ece_before``/``ece_after``), ``training_plan_``
+    (the resolved :class:`~nemo_cls_dask.train.defaults.TrainingPlan`), ``near_chance_``
+    (None, or the text of the :class:`~nemo_cls_dask.train.defaults.NearChanceWarning` issued
+    when the validation metric does not clearly beat a constant prediction).
     """
 
     def __init__(
@@ -132,8 +142,8 @@ class TextClassifier(TorchTextEstimator):
         pooling: str = "mean",
         max_len: int = 128,
         fc_dropout: float = 0.1,
-        epochs: int = 3,
-        learning_rate: float = 5e-5,
+        epochs: int | None = None,
+        learning_rate: float | None = None,
         head_learning_rate: float | None = None,
         lr_schedule: str = "linear",
         warmup_ratio: float = 0.1,
@@ -144,7 +154,7 @@ class TextClassifier(TorchTextEstimator):
         class_weight: str | dict | None = None,
         autocast: bool | str | None = True,
         validation_fraction: float = 0.1,
-        early_stopping_patience: int | None = None,
+        early_stopping_patience: int | str | None = "auto",
         layerwise_lr_decay: float = 1.0,
         gradual_unfreezing: bool = False,
         frozen_backbone: bool = False,
@@ -192,10 +202,10 @@ class TextClassifier(TorchTextEstimator):
         self._check_problem_params()
         if self.pooling not in ("mean", "cls"):
             raise InputError(f"pooling must be 'mean' or 'cls', got {self.pooling!r}.")
-        self._check_numbers(positive_ints=("max_len", "epochs", "batch_tokens", "max_batch_rows", "gradient_accumulation_steps"),
-                            optional_ints=("early_stopping_patience",),
+        check_training_params(self.epochs, self.learning_rate, self.head_learning_rate, self.early_stopping_patience)
+        self._check_numbers(positive_ints=("max_len", "batch_tokens", "max_batch_rows", "gradient_accumulation_steps"),
                             fractions=("fc_dropout", "warmup_ratio", "validation_fraction"),
-                            non_negative=("learning_rate", "weight_decay", "layerwise_lr_decay"))
+                            non_negative=("weight_decay", "layerwise_lr_decay"))
         if self.lr_schedule not in SCHEDULES:
             raise InputError(f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}.")
         if self.autocast not in AUTOCAST_CHOICES:
@@ -276,7 +286,11 @@ class TextClassifier(TorchTextEstimator):
                 with torch.no_grad():
                     model.fc.bias.zero_()
             loss_weights = self._loss_weights(summary, labels, n_rows, device)
-            run = TransformerRun(self, model, tokenizer, device, train, valid, label2id, loss_weights, n_rows)
+            self.training_plan_ = self._training_plan(n_rows, split=valid is None and self.validation_fraction > 0,
+                                                      has_validation=valid is not None or self.validation_fraction > 0)
+            settings = copy.copy(self)  # the estimator as the loop reads it: automatic values resolved
+            vars(settings).update(self.training_plan_.estimator_params())
+            run = TransformerRun(settings, model, tokenizer, device, train, valid, label2id, loss_weights, n_rows)
             run.train()
         # fitted state
         self.model_ = model.eval()
@@ -304,7 +318,21 @@ class TextClassifier(TorchTextEstimator):
             self.validation_metrics_ = dict(self.validation_metrics_) | {
                 "temperature": self.calibration_["temperature"], "ece_calibrated": self.calibration_["ece_after"]}
         self._export = None
+        self.near_chance_ = near_chance_message(self.problem, self.validation_metrics_, dict(summary), n_outputs, self.training_plan_)
+        if self.near_chance_:
+            warnings.warn(self.near_chance_, NearChanceWarning, stacklevel=2)
         return self
+
+    def _training_plan(self, n_rows: int, split: bool, has_validation: bool) -> TrainingPlan:
+        """Epochs, learning rates and early stopping for this fit (:mod:`.defaults`)."""
+        return resolve_training_plan(
+            frozen_backbone=self.frozen_backbone,
+            n_train_rows=int(round(n_rows * (1 - self.validation_fraction))) if split else n_rows,
+            rows_per_step=int(self.max_batch_rows) * int(self.gradient_accumulation_steps),
+            has_validation=has_validation,
+            epochs=self.epochs, learning_rate=self.learning_rate, head_learning_rate=self.head_learning_rate,
+            early_stopping_patience=self.early_stopping_patience,
+        )
 
     # ------------------------------------------------------------------ calibration
 
