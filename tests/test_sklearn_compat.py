@@ -223,18 +223,20 @@ class WeightedNumbersAsText(NumbersAsText):
         return self._fit(X, y, **({} if sample_weight is None else {"sample_weight": np.asarray(sample_weight)}))
 
 
-#: Checks that do not apply to a text estimator behind the adapter, and why.
-EXCLUDED = {
+#: Checks that do not hold for the transformer behind the adapter, and why (the KimCNN and
+#: scikit-learn adapters pass every check).
+EXCLUDED_TEXT = {
+    "check_classifiers_train":
+        "asks for accuracy > 0.83 on blobs after one default fit; the test backbone is a tiny random (not "
+        "pretrained) BERT kept frozen, so the head learns from random features of a few binned words",
     "check_sample_weight_equivalence_on_dense_data":
-        "weights multiply each row's loss in mini-batch training; repeating a row changes the batches and the "
-        "learnt weights, so weight 2 and a repeated row agree only approximately",
-    "check_sample_weights_not_an_array": "fit(sample_weight) is passed through only when given (numeric fixture)",
-    "check_fit_idempotent": "PyTorch training on CPU is seeded, but the text fixture is re-binned per fit; "
-                            "equal up to float round-off, not to the 1e-7 the check asks",
+        "weights multiply each row's loss in shuffled mini-batches; a repeated row changes the batches, so "
+        "weight 2 and a repeated row agree only approximately, not to the check's tolerance",
 }
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ["kimcnn", "sklearn", pytest.param("text", marks=pytest.mark.slow)])
 def test_check_estimator(kind, backbone):
+    """scikit-learn's own estimator checks, on numeric fixtures turned into text by the adapter."""
     adapter = (WeightedNumbersAsText if kind == "text" else NumbersAsText)(make_estimator(kind, backbone))
-    check_estimator(adapter, expected_failed_checks=EXCLUDED, on_skip=None)
+    check_estimator(adapter, expected_failed_checks=EXCLUDED_TEXT if kind == "text" else {}, on_skip=None)
