@@ -25,6 +25,7 @@ from ..models.heads import BackboneHeadModel, pool, right_align
 from ..models.loading import LoadedModel, ModelInfo
 from ..tokenization import EncodedTexts, encode
 from . import data as D
+from .base import SINGLE_LABEL
 from .metrics import outcome_metrics, tune_thresholds
 from .optim import lr_schedule, parameter_depths, parameter_groups
 
@@ -56,7 +57,7 @@ class TransformerRun:
         self.est, self.model, self.tokenizer, self.device = est, model, tokenizer, device
         self.train_source, self.valid_source = train, valid
         self.label2id, self.loss_weights = label2id, loss_weights
-        self.problem = est.problem
+        self.problem = est.problem_type
         self.split = valid is None and est.validation_fraction > 0
         self.has_validation = valid is not None or self.split
         self.cache_chunks = not train.is_dask
@@ -87,7 +88,7 @@ class TransformerRun:
         texts = D.texts_of(part, source.text_field)
         if self.split:
             rng = np.random.default_rng([est.seed, index, 7])
-            mask = D.split_mask(len(part), est.validation_fraction, rng, target if est.problem == "single_label" else None)
+            mask = D.split_mask(len(part), est.validation_fraction, rng, target if self.problem == SINGLE_LABEL else None)
             rows = np.flatnonzero(mask if side == "valid" else ~mask)
             texts = [texts[i] for i in rows]
             target, weights = target[rows], weights[rows]
@@ -107,15 +108,15 @@ class TransformerRun:
     def _loss(self, outputs: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Weighted mean loss of a batch (sample weights multiply each row's loss)."""
         outputs = outputs.float()
-        if self.problem == "single_label":
+        if not self.problem.is_classifier:
+            mean, std = self.scale
+            rows = ((outputs - (target - mean) / std) ** 2).mean(dim=1)
+        elif not self.problem.multi_label:
             rows = nn.functional.cross_entropy(outputs, target, weight=self.loss_weights, reduction="none")
-        elif self.problem == "multi_label":
+        else:
             rows = nn.functional.binary_cross_entropy_with_logits(
                 outputs, target, pos_weight=self.loss_weights, reduction="none"
             ).mean(dim=1)
-        else:
-            mean, std = self.scale
-            rows = ((outputs - (target - mean) / std) ** 2).mean(dim=1)
         return (rows * weights).mean()
 
     def _check_finite(self, loss: torch.Tensor, epoch: int, step: int) -> None:
@@ -325,7 +326,7 @@ class TransformerRun:
             mean, std = self.scale
             raw = raw * std + mean
         labels = sorted(self.label2id, key=self.label2id.get) if self.label2id else None
-        metrics = outcome_metrics(self.problem, self.est._scores(raw.cpu().numpy()), target, thresholds, labels)
+        metrics = outcome_metrics(self.problem.name, self.est._scores(raw.cpu().numpy()), target, thresholds, labels)
         metrics.pop("per_label_f1", None)
         return metrics
 
