@@ -13,6 +13,8 @@ import importlib
 import importlib.util
 from typing import Any
 
+from . import progress  # noqa: F401  (first: quiets tqdm.auto's widget warning before dependencies import it)
+
 __version__ = "0.1.0"
 
 #: Public name -> the module that defines it. Imported on first use (PEP 562), so that
@@ -54,6 +56,9 @@ _EXPORTS: dict[str, str] = {
     "compose": ".models.composed",
     "TextClassifier": ".train",
     "TrainingError": ".train",
+    "DistillResult": ".distill",
+    "distill": ".distill",
+    "write_report": ".report",
 }
 
 
@@ -80,6 +85,7 @@ __all__ = [
     "ComposedModel",
     "ContentTypeClassifier",
     "DebianTopicClassifier",
+    "DistillResult",
     "DistributedDataClassifier",
     "DomainClassifier",
     "FineWebEduClassifier",
@@ -103,9 +109,11 @@ __all__ = [
     "classify_files",
     "compose",
     "describe_model",
+    "distill",
     "engine_stats",
     "get_client",
     "load_counts",
     "query",
     "reset_engine_stats",
+    "write_report",
 ]

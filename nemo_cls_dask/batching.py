@@ -23,10 +23,13 @@ DEFAULT_MIN_PADDING_EFFICIENCY = 0.97
 #: ... but only once it holds at least this share of the token budget. Training keeps this
 #: default: there the batch size is an optimization setting, and halving it changes the run.
 DEFAULT_MIN_FILL = 0.125
-#: Inference closes batches earlier (256 tokens of the 8,192 CPU budget): batch size changes
-#: no result there. Measured on Debian descriptions in bf16, one thread: partitions of 125
-#: rows went from padding efficiency 0.921 (at 1/8) to 0.973 and 5% faster, partitions of 50
-#: rows from 0.841 to 0.953 and 20% faster; 1,000-row partitions kept 0.977.
+#: Inference closes batches earlier (256 tokens of the 8,192 CPU budget): there the batch
+#: size is not an optimization setting. It still moves results a little: in fp32 by float
+#: round-off (about 1e-6: other kernel shapes and padding), under bf16 autocast (the CPU
+#: default where AMX or AVX512-BF16 exists) by up to about 1e-2 in a probability. The
+#: operator's ``deterministic=True`` runs each row alone in fp32, so a row's outputs do not
+#: depend on its partition or batch. Closing early keeps small partitions' padding low
+#: (figures: BENCHMARKS.md, "Inference against the tools users would pick instead").
 INFERENCE_MIN_FILL = 1 / 32
 
 
@@ -96,9 +99,23 @@ def pad_batch(
     return torch.from_numpy(np.ascontiguousarray(input_ids)), torch.from_numpy(np.ascontiguousarray(real).astype(np.int64))
 
 
+#: Lower-case texts of out-of-memory errors: torch's caching allocator ("CUDA out of
+#: memory"), and RMM's (``rmm::out_of_memory`` is a ``std::bad_alloc``; through torch's or
+#: cupy's RMM allocator it arrives as a RuntimeError or MemoryError whose text has these).
+OUT_OF_MEMORY_TEXTS = ("out of memory", "out_of_memory", "std::bad_alloc")
+#: Exception types an out-of-memory error may come as (then told apart by their text).
+OUT_OF_MEMORY_TYPES = (torch.OutOfMemoryError, RuntimeError, MemoryError)
+
+
 def is_out_of_memory(error: BaseException) -> bool:
-    """True for a CUDA (or other accelerator) out-of-memory error."""
-    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
+    """True for an accelerator out-of-memory error, from torch's allocator or from RMM's.
+
+    A bare host ``MemoryError`` (no text) is not one: halving a batch would not help.
+    """
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    text = str(error).lower()
+    return isinstance(error, OUT_OF_MEMORY_TYPES) and any(part in text for part in OUT_OF_MEMORY_TEXTS)
 
 
 Output = torch.Tensor | tuple[torch.Tensor, ...]
@@ -118,7 +135,7 @@ def forward_with_oom_split(
     """
     try:
         return forward(input_ids, attention_mask)
-    except (torch.OutOfMemoryError, RuntimeError) as error:
+    except OUT_OF_MEMORY_TYPES as error:
         if not is_out_of_memory(error):
             raise
         rows = input_ids.shape[0]

@@ -14,6 +14,7 @@ import math
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,9 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         "train",
         help="fine-tune a text classifier on a jsonl/parquet file or folder",
         description="Fine-tune a transformer text classifier (single-label, multi-label or regression) "
-        "and save it in the layout that 'classify --model DIR' loads.",
+        "and save it in the layout that 'classify --model DIR' loads. Options left at 'auto' are "
+        "chosen per mode (--frozen-backbone or full fine-tune) and data size; the values used are printed.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     train.add_argument("input", help="training data: jsonl/parquet file or folder")
     train.add_argument("--out", required=True, help="folder to save the classifier to")
@@ -41,9 +44,12 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
                        help="multi-label: what the per-label thresholds maximize on the validation rows")
     train.add_argument("--validation", default=None, help="validation jsonl/parquet file or folder (default: hold out --validation-fraction)")
     train.add_argument("--validation-fraction", type=float, default=0.1)
-    train.add_argument("--epochs", type=int, default=3)
-    train.add_argument("--lr", type=float, default=5e-5, help="learning rate of the backbone")
-    train.add_argument("--head-lr", type=float, default=None, help="learning rate of the head (default: --lr)")
+    train.add_argument("--epochs", type=_auto(int), default="auto",
+                       help="auto: enough for a few hundred optimizer steps (frozen: 10-200 epochs; full fine-tune: 3-8)")
+    train.add_argument("--lr", type=_auto(float), default="auto",
+                       help="learning rate of the backbone (auto: 1e-4); with --frozen-backbone, of the head unless --head-lr is given")
+    train.add_argument("--head-lr", type=_auto(float), default="auto",
+                       help="learning rate of the head (auto: 3e-3 with --frozen-backbone, else 2e-3)")
     train.add_argument("--lr-schedule", default="linear", choices=["linear", "cosine", "constant"])
     train.add_argument("--warmup-ratio", type=float, default=0.1)
     train.add_argument("--weight-decay", type=float, default=0.01)
@@ -55,7 +61,9 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     train.add_argument("--fc-dropout", type=float, default=0.1)
     train.add_argument("--frozen-backbone", action="store_true", help="train only the head on cached embeddings (fast on CPU)")
     train.add_argument("--class-weight", default=None, choices=["balanced"])
-    train.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE", help="stop after PATIENCE epochs without a better validation loss")
+    train.add_argument("--early-stopping", type=_auto(int, off=True), default="auto", metavar="PATIENCE",
+                       help="stop after PATIENCE epochs without a better validation loss and keep the best epoch; "
+                       "auto: 5 with --frozen-backbone, else 2 (when there is validation data); off: train every epoch")
     train.add_argument("--layerwise-lr-decay", type=float, default=1.0)
     train.add_argument("--gradual-unfreezing", action="store_true")
     train.add_argument("--in-memory", action="store_true", help="load the whole input into memory (default: stream dask partitions)")
@@ -64,6 +72,26 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_overwrite(train, "replace an existing --out folder")
     train.set_defaults(command="train", run=run_train)
     return train
+
+
+def _auto(kind: type, off: bool = False):
+    """An argparse type: ``"auto"``, ``"off"`` (if allowed) or a number of ``kind``."""
+
+    def parse(text: str) -> Any:
+        if text == "auto" or (off and text == "off"):
+            return text
+        try:
+            return kind(text)
+        except ValueError:
+            allowed = "'auto', 'off' or " if off else "'auto' or "
+            raise argparse.ArgumentTypeError(f"expected {allowed}a{'n integer' if kind is int else ' number'}, got {text!r}") from None
+
+    return parse
+
+
+def _automatic(value: Any) -> Any:
+    """The estimator's value for an option: None for 'auto', 'off' -> None for early stopping."""
+    return None if value in ("auto", "off") else value
 
 
 def build_estimator(args: argparse.Namespace):
@@ -78,9 +106,9 @@ def build_estimator(args: argparse.Namespace):
         pooling=args.pooling,
         max_len=args.max_len,
         fc_dropout=args.fc_dropout,
-        epochs=args.epochs,
-        learning_rate=args.lr,
-        head_learning_rate=args.head_lr,
+        epochs=_automatic(args.epochs),
+        learning_rate=_automatic(args.lr),
+        head_learning_rate=_automatic(args.head_lr),
         lr_schedule=args.lr_schedule,
         warmup_ratio=args.warmup_ratio,
         weight_decay=args.weight_decay,
@@ -90,7 +118,7 @@ def build_estimator(args: argparse.Namespace):
         class_weight=args.class_weight,
         autocast=autocast_value(args.autocast),
         validation_fraction=args.validation_fraction,
-        early_stopping_patience=args.early_stopping,
+        early_stopping_patience="auto" if args.early_stopping == "auto" else _automatic(args.early_stopping),
         layerwise_lr_decay=args.layerwise_lr_decay,
         gradual_unfreezing=args.gradual_unfreezing,
         frozen_backbone=args.frozen_backbone,
@@ -107,6 +135,7 @@ def run_train(args: argparse.Namespace) -> int:
     Errors of this package are printed to stderr (exit code 2), as by ``classify``.
     """
     from .io import read_frame
+    from .train.defaults import NearChanceWarning
 
     try:
         out = Path(args.out)
@@ -126,7 +155,9 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"training {args.problem} classifier on {args.input} ({frame.npartitions if hasattr(frame, 'npartitions') else 1} "
               f"partition(s)), backbone {args.backbone}{' (frozen)' if args.frozen_backbone else ''}", flush=True)
         started = time.perf_counter()
-        clf.fit(frame, text_field=args.text_field, label_field=label_field, validation=validation)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NearChanceWarning)  # printed below, after the metrics
+            clf.fit(frame, text_field=args.text_field, label_field=label_field, validation=validation)
         seconds = time.perf_counter() - started
         clf.save_pretrained(out)
     except NemoClsDaskError as error:
@@ -134,12 +165,15 @@ def run_train(args: argparse.Namespace) -> int:
         return 2
     print(f"trained on {clf.n_train_rows_} rows in {seconds:.1f}s; {len(clf.history_)} epoch(s)"
           + (f", best epoch {clf.best_epoch_}" if clf.best_epoch_ else ""))
+    print(f"settings: {clf.training_plan_.describe()}")
     metrics = clf.validation_metrics_
     if metrics:
         shown = {key: (round(value, 4) if isinstance(value, float) and math.isfinite(value) else value) for key, value in metrics.items()}
         print("validation metrics: " + json.dumps(shown))
     else:
         print("no validation data (validation_fraction=0 and no --validation): no metrics")
+    if clf.near_chance_:
+        print(f"warning: {clf.near_chance_}", file=sys.stderr)
     print(f"saved to {out} (use: nemo-cls-dask classify INPUT OUTPUT --model {out})")
     return 0
 

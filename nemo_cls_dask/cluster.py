@@ -31,6 +31,12 @@ def visible_gpu_count() -> int:
         return 0
 
 
+def workers_have_gpus(client: Any) -> bool:
+    """True when every worker of ``client``'s cluster sees at least one CUDA GPU."""
+    counts = client.run(visible_gpu_count)
+    return bool(counts) and all(count > 0 for count in counts.values())
+
+
 def get_client(
     address: str | None = None,
     *,
@@ -55,7 +61,9 @@ def get_client(
         Threads per CPU worker (default 1: one process per core).
     cluster_options
         Passed to ``LocalCUDACluster`` / ``LocalCluster`` (e.g. ``memory_limit``,
-        ``rmm_pool_size``, ``dashboard_address``).
+        ``dashboard_address``). On GPUs, ``rmm_async=True`` (or ``rmm_pool_size="40GB"``)
+        gives the workers one RMM allocator that torch and cupy share too
+        (``rmm_allocator_external_lib_list=["torch", "cupy"]`` is added; see ``rmm_settings``).
     """
     from distributed import Client, LocalCluster
 
@@ -77,7 +85,9 @@ def get_client(
         else:
             if n_workers is not None:
                 cluster_options.setdefault("n_workers", n_workers)
-            return Client(_graceful(LocalCUDACluster)(**cluster_options))
+            from .rmm_settings import share_rmm_allocator
+
+            return Client(_graceful(LocalCUDACluster)(**share_rmm_allocator(cluster_options)))
     elif device == "gpu":
         raise RuntimeError("device='gpu' but no CUDA GPU is visible to this process.")
     if cluster_options.get("processes", True):

@@ -193,7 +193,7 @@ def test_fit_on_lists_word_level_and_unknown_words():
     assert clf.vocab_("apple zzz", truncation=False)["input_ids"][1] == UNK_ID
     assert list(clf.predict(["apple zzz", "zzz star"])) == ["fruit", "space"]  # unknown words map to <unk>
     assert torch.count_nonzero(clf.model_.embedding.weight[UNK_ID]) == 0  # never in training: still neutral
-    assert clf.max_len is None and clf._max_len() == 256
+    assert clf.max_len is None and clf._inference_max_len() == 256
 
 
 def test_multi_label_and_regression():
@@ -327,7 +327,8 @@ def test_sklearn_parameter_protocol():
     from sklearn.base import clone
 
     clf = KimCNNClassifier(level="word", kernel_sizes=(2, 3))
-    assert clf.get_params()["kernel_sizes"] == (2, 3) and "KimCNNClassifier(level='word'" in repr(clf)
+    assert clf.get_params()["kernel_sizes"] == (2, 3)
+    assert repr(clf) == "KimCNNClassifier(kernel_sizes=(2, 3), level='word')"  # scikit-learn's repr: changed params only
     copy = clone(clf)
     assert copy.get_params() == clf.get_params() and copy is not clf
     assert clf.set_params(epochs=3) is clf and clf.epochs == 3

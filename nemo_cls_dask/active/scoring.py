@@ -9,18 +9,17 @@ How each kind of model is run:
 * :class:`~nemo_cls_dask.DistributedDataClassifier` (and its subclasses): a copy of the
   operator with ``uncertainty=[measure]`` (and ``embedding_field=`` for k-means/coreset),
   so the model loads once per worker and never travels in the graph.
-* :class:`~nemo_cls_dask.TextClassifier` and
-  :class:`~nemo_cls_dask.lightweight.KimCNNClassifier`: the same operator over the estimator's
-  exported checkpoint (a temporary folder on this machine, which local workers read).
-* :class:`~nemo_cls_dask.lightweight.SklearnTextClassifier`: its ``predict_proba`` on each
-  pandas partition; the fitted estimator is one shared key of the graph. It has no
-  embeddings.
+* An estimator whose public ``as_operator(...)`` gives such an operator
+  (:class:`~nemo_cls_dask.TextClassifier`, :class:`~nemo_cls_dask.lightweight.KimCNNClassifier`:
+  over the estimator's exported checkpoint, a temporary folder that local workers read).
+* Any other estimator (:class:`~nemo_cls_dask.lightweight.SklearnTextClassifier`): its
+  public ``predict_proba`` on each pandas partition; the fitted estimator is one shared key
+  of the graph. It has no embeddings (``supports_embeddings`` is False).
 * ``strategy="random"`` runs no model: each row's key is a seeded hash of its index value.
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import dask
@@ -59,20 +58,6 @@ EMBEDDING_COLUMN = "__query_embedding__"
 # ---------------------------------------------------------------------------- model kinds
 
 
-def _is_exportable(model: Any) -> bool:
-    """A package estimator whose fitted model can be exported as an operator checkpoint."""
-    from ..lightweight import KimCNNClassifier
-    from ..train import TextClassifier
-
-    return isinstance(model, (TextClassifier, KimCNNClassifier))
-
-
-def _is_sklearn(model: Any) -> bool:
-    from ..lightweight import SklearnTextClassifier
-
-    return isinstance(model, SklearnTextClassifier)
-
-
 def default_text_field(model: Any) -> str:
     """The text column a model reads: the operator's ``text_field``, the column a fitted
     estimator was trained on, else ``"text"``."""
@@ -82,7 +67,11 @@ def default_text_field(model: Any) -> str:
 
 
 def check_model(model: Any, strategy: str) -> None:
-    """Raise :class:`InputError` now if ``model`` cannot serve ``strategy`` (no compute)."""
+    """Raise :class:`InputError` now if ``model`` cannot serve ``strategy`` (no compute).
+
+    An estimator is anything with the package's estimator protocol: ``check_fitted()``,
+    ``problem``, ``supports_embeddings`` and ``as_operator(...)``.
+    """
     if strategy == "random":
         return
     if model is None:
@@ -90,26 +79,16 @@ def check_model(model: Any, strategy: str) -> None:
                          f"(or use strategy='random', which needs none).")
     if isinstance(model, DistributedDataClassifier):
         return  # checked against its config when the operator is built
-    if _is_exportable(model):
-        model._check_fitted()
-        if model.problem == "regression":
-            raise _regression_error(strategy, type(model).__name__)
-        if strategy in DIVERSITY_STRATEGIES and not _has_embedding_forward(model.model_):
-            raise _no_embeddings_error(strategy, f"a {type(model).__name__}")
-        return
-    if _is_sklearn(model):
-        model.fitted()  # InputError when not fitted
-        if strategy in DIVERSITY_STRATEGIES:
-            raise _no_embeddings_error(strategy, "a SklearnTextClassifier (its estimator gives probabilities only)")
-        return
-    raise InputError(
-        f"model must be a DistributedDataClassifier, a fitted TextClassifier, KimCNNClassifier or "
-        f"SklearnTextClassifier, got {type(model).__name__}."
-    )
-
-
-def _has_embedding_forward(module: Any) -> bool:
-    return callable(getattr(module, "forward_with_embedding", None))
+    if not all(hasattr(model, name) for name in ("check_fitted", "as_operator", "problem")):
+        raise InputError(
+            f"model must be a DistributedDataClassifier, a fitted TextClassifier, KimCNNClassifier or "
+            f"SklearnTextClassifier, got {type(model).__name__}."
+        )
+    model.check_fitted()
+    if model.problem == "regression":
+        raise _regression_error(strategy, type(model).__name__)
+    if strategy in DIVERSITY_STRATEGIES and not model.supports_embeddings:
+        raise _no_embeddings_error(strategy, f"a {type(model).__name__} (its model gives probabilities only)")
 
 
 def _regression_error(strategy: str, what: str) -> InputError:
@@ -137,11 +116,11 @@ def scored_frame(ddf: Any, model: Any, strategy: str, *, text_field: str, score_
         meta = random_partition(ddf._meta, text_field, seed, score_field)
         return ddf.map_partitions(random_partition, text_field, seed, score_field, meta=meta)
     measure = MEASURE_OF[strategy]
-    if _is_sklearn(model):
+    operator = query_operator(model, text_field, measure, embeddings=strategy in DIVERSITY_STRATEGIES, strategy=strategy)
+    if operator is None:  # the estimator's operator has no uncertainty output: its probabilities, per partition
         shared = dask.delayed(model, pure=True)  # one key for the estimator, read by every partition
         meta = proba_partition(ddf._meta, model, text_field, measure, score_field)
         return ddf.map_partitions(proba_partition, shared, text_field, measure, score_field, meta=meta)
-    operator = query_operator(model, text_field, measure, embeddings=strategy in DIVERSITY_STRATEGIES, strategy=strategy)
     out = operator(ddf)
     measure_column = operator.extra_output_names()[0]
     embedding = operator.embedding_field
@@ -150,27 +129,24 @@ def scored_frame(ddf: Any, model: Any, strategy: str, *, text_field: str, score_
     return out.map_partitions(finish_operator_partition, columns, measure_column, measure, embedding, score_field, meta=meta)
 
 
-def query_operator(model: Any, text_field: str, measure: str, *, embeddings: bool, strategy: str) -> DistributedDataClassifier:
-    """An operator writing only the measure column (and the embedding), checked against the model."""
+def query_operator(model: Any, text_field: str, measure: str, *, embeddings: bool, strategy: str) -> DistributedDataClassifier | None:
+    """An operator writing only the measure column (and the embedding), checked against the model.
+
+    None when ``model`` is an estimator whose :meth:`as_operator` is not a
+    :class:`DistributedDataClassifier` (the scikit-learn adapter): its rows are scored from
+    ``predict_proba`` instead.
+    """
+    options = {"text_field": text_field, "filter_by": None, "uncertainty": (measure,), "dropout_samples": None,
+               "embedding_field": EMBEDDING_COLUMN if embeddings else None}
     if isinstance(model, DistributedDataClassifier):
-        operator = copy.copy(model)
+        if not model.own_columns:  # the generic label/score columns: write only the private label
+            options |= {"label_field": LABEL_COLUMN, "score_field": None, "score_format": "list"}
+        operator = model.with_options(**options)  # a checked copy
     else:
-        operator = DistributedDataClassifier(
-            model_identifier=str(model._export_dir()),
-            text_field=text_field,
-            label_field=LABEL_COLUMN,
-            autocast=getattr(model, "autocast", False),
-            device=getattr(model, "device", "auto"),
-        )
-    operator.text_field = text_field
-    if type(operator).output_names is DistributedDataClassifier.output_names:
-        operator.label_field, operator.score_field = LABEL_COLUMN, None
-    operator.filter_by = None
-    operator.uncertainty = (measure,)
-    operator.dropout_samples = None
-    operator.embedding_field = EMBEDDING_COLUMN if embeddings else None
-    operator._info = None
-    operator._check_options()
+        operator = model.as_operator(text_field=text_field)
+        if not isinstance(operator, DistributedDataClassifier):
+            return None
+        operator = model.as_operator(label_field=LABEL_COLUMN, **options)
     info = _describe(operator, strategy)
     if embeddings and info.layout not in _EMBEDDING_LAYOUTS:
         raise _no_embeddings_error(strategy, f"the {info.layout!r} checkpoint {info.path}")

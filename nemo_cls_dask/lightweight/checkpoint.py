@@ -9,9 +9,10 @@ A folder holds::
     model.safetensors  the module's tensors (no pickle)
     text_vocab.json    the fitted :class:`~nemo_cls_dask.lightweight.vocab.TextVocab`
 
-:func:`describe_kimcnn` and :func:`load_kimcnn_module` are what
-:mod:`nemo_cls_dask.models.loading` calls for this layout, so
-``DistributedDataClassifier(model_identifier=folder)`` and the CLI need no extra options.
+:class:`KimCNNLayout` registers this layout in :mod:`nemo_cls_dask.models.layouts`, so
+``DistributedDataClassifier(model_identifier=folder)`` and the CLI load it like any other
+checkpoint. The dependency points downward: this module uses the models layer's registry
+and file helpers; the models layer never imports this package.
 """
 
 from __future__ import annotations
@@ -22,19 +23,18 @@ from typing import Any
 
 import torch
 
+from torch import nn
+
 from ..errors import ModelLoadError
-from ..models.loading import ModelInfo, _check_weights_present, _labels, _weights_file
-from ..models.weights import load_checked
+from ..models.files import check_weights_present, config_labels, load_safetensors, tensor_shapes, weights_file
+from ..models.layouts import CheckpointLayout, ModelInfo, register_layout
+from ..models.weights import check_shapes_on_meta, load_checked
 from .kimcnn import KimCNN
-from .vocab import VOCAB_FILE, vocab_fingerprint
+from .vocab import VOCAB_FILE, TextVocab, vocab_fingerprint
 
 #: ``config.json`` key and value that mark this layout.
 LAYOUT_KEY, LAYOUT = "architecture", "kimcnn"
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
-
-
-def is_kimcnn_config(config: dict[str, Any]) -> bool:
-    return config.get(LAYOUT_KEY) == LAYOUT
 
 
 def describe_kimcnn(path: Path, config: dict[str, Any]) -> ModelInfo:
@@ -46,7 +46,7 @@ def describe_kimcnn(path: Path, config: dict[str, Any]) -> ModelInfo:
     problem = config.get("problem_type", "single_label_classification")
     if problem not in PROBLEM_TYPES:
         raise ModelLoadError(f"{source}: problem_type must be one of {PROBLEM_TYPES}, got {problem!r}.")
-    labels = _labels(config) if problem != "regression" else None
+    labels = config_labels(config) if problem != "regression" else None
     num_outputs = int(settings.get("num_outputs") or 0)
     if labels is not None and len(labels) != num_outputs:
         raise ModelLoadError(f"{source}: id2label has {len(labels)} labels but the head has {num_outputs} outputs.")
@@ -55,7 +55,7 @@ def describe_kimcnn(path: Path, config: dict[str, Any]) -> ModelInfo:
     vocab = path / str(config.get("vocab_file", VOCAB_FILE))
     if not vocab.is_file():
         raise ModelLoadError(f"{path}: no vocabulary file {vocab.name} (the fitted TextVocab) in the checkpoint.")
-    _check_weights_present(path)
+    check_weights_present(path)
     max_len = config.get("max_len")
     if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
         raise ModelLoadError(f"{source}: max_len must be a positive integer, got {max_len!r}.")
@@ -73,18 +73,40 @@ def describe_kimcnn(path: Path, config: dict[str, Any]) -> ModelInfo:
 
 
 def load_kimcnn_module(info: ModelInfo) -> KimCNN:
-    """Build the module from ``config.json`` and fill it from ``model.safetensors``."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    """Build the module from ``config.json`` and fill it from ``model.safetensors``.
 
-    model = KimCNN.from_config(info.config[LAYOUT], str(info.path / "config.json"))
-    weights = _weights_file(info.path)
-    try:
-        state = load_file(weights)
-    except (SafetensorError, OSError, ValueError) as error:
-        raise ModelLoadError(f"Cannot read weights {weights}: {error} (truncated or corrupt file?)") from error
-    load_checked(model, state, weights, "the KimCNN settings in config.json")
+    The settings' shapes are compared with the weights header first (nothing allocated).
+    """
+    source = str(info.path / "config.json")
+    weights = weights_file(info.path)
+    expected = "the KimCNN settings in config.json"
+    check_shapes_on_meta(lambda: KimCNN.from_config(info.config[LAYOUT], source), tensor_shapes(weights), weights, expected)
+    model = KimCNN.from_config(info.config[LAYOUT], source)
+    load_checked(model, load_safetensors(weights), weights, expected)
     return model
+
+
+@register_layout
+class KimCNNLayout(CheckpointLayout):
+    """A light KimCNN model: ``{"architecture": "kimcnn"}`` in config.json, a fitted vocabulary."""
+
+    name = LAYOUT
+    priority = 10
+
+    def recognises(self, config: dict[str, Any]) -> bool:
+        return config.get(LAYOUT_KEY) == LAYOUT
+
+    def describe(self, path: Path, config: dict[str, Any], cache_dir: str | None) -> ModelInfo:
+        return describe_kimcnn(path, config)
+
+    def load(self, info: ModelInfo, cache_dir: str | None) -> nn.Module:
+        return load_kimcnn_module(info)
+
+    def load_tokenizer(self, info: ModelInfo) -> Any:
+        return TextVocab.load(info.tokenizer_path)
+
+    def embedding_rows(self, module: nn.Module) -> int | None:
+        return module.embedding.num_embeddings
 
 
 def write_checkpoint(folder: Path, module: KimCNN, vocab: Any, config: dict[str, Any]) -> Path:

@@ -30,13 +30,14 @@ import pandas as pd
 from .. import frames
 from ..errors import InputError
 from ..tokenization import clean_texts
-from . import common as C
-from .params import ParamsMixin
+from ..problems import get_problem
+from ..train.base import SINGLE_LABEL, NotFittedError, TextEstimatorBase, prediction_values
+from .labelled import training_rows
 
 SKLEARN_PROBLEMS = ("single_label", "multi_label")
 
 
-class SklearnTextClassifier(ParamsMixin):
+class SklearnTextClassifier(TextEstimatorBase):
     """Wrap a scikit-learn estimator (or pipeline) over raw texts that has ``predict_proba``.
 
     Parameters
@@ -60,8 +61,10 @@ class SklearnTextClassifier(ParamsMixin):
     prefit
         True: ``estimator`` is already fitted and is used as is (no :meth:`fit`).
 
-    Fitted attributes: ``estimator_``, ``labels_``, ``text_field_``, ``label_fields_``.
+    Fitted attributes: ``estimator_``, ``classes_``, ``labels_``, ``text_field_``, ``label_fields_``.
     """
+
+    supported_problems = SKLEARN_PROBLEMS
 
     def __init__(
         self,
@@ -81,8 +84,7 @@ class SklearnTextClassifier(ParamsMixin):
         self.prefit = prefit
 
     def _check_params(self) -> None:
-        if self.problem not in SKLEARN_PROBLEMS:
-            raise InputError(f"problem must be one of {SKLEARN_PROBLEMS} for a scikit-learn estimator, got {self.problem!r}.")
+        self._check_problem_params()
         if not hasattr(self.estimator, "fit") or not hasattr(self.estimator, "predict_proba"):
             raise InputError(
                 f"estimator must be a scikit-learn estimator with fit and predict_proba; {type(self.estimator).__name__} "
@@ -105,16 +107,10 @@ class SklearnTextClassifier(ParamsMixin):
         if self.prefit:
             raise InputError("prefit=True: the estimator is already fitted and is used as is; do not call fit "
                              "(or pass prefit=False to train a clone).")
-        frame, text_field, fields = C.labelled_frame(X, y, text_field, label_field, self.problem, "training data")
-        summary = C.summarize(frame, self.problem, fields, self.label_sep, "training data")
-        labels = C.choose_labels(summary, fields, self.problem, self.labels)
-        label2id = {label: i for i, label in enumerate(labels)}
-        rows = C.labelled_rows(frame, text_field, fields, self.problem, self.label_sep, label2id, "training data")
-        if not rows.texts:
-            raise InputError(f"training data: every value of {text_field!r} is null or blank.")
-        if self.problem == "single_label":
-            names = np.asarray(labels, dtype=object)[rows.targets]
-            if len(set(names)) < 2:
+        rows, labels = training_rows(self, X, y, text_field, label_field)
+        if self.problem_type == SINGLE_LABEL:
+            names = self._typed_classes(labels)[rows.targets]
+            if len(set(names.tolist())) < 2:
                 raise InputError(f"training data: after skipping rows without text only the class {names[0]!r} is left; "
                                  f"a classifier needs two.")
             target: Any = names
@@ -123,13 +119,11 @@ class SklearnTextClassifier(ParamsMixin):
         estimator = clone(self.estimator)
         estimator.fit(rows.texts, target)
         self.estimator_ = estimator
-        self.labels_ = self._output_labels(estimator, labels)
-        self.text_field_ = text_field
-        self.label_fields_ = fields
+        self._set_fitted_labels(list(self._output_labels(estimator, labels)), rows.text_field, rows.label_fields)
         return self
 
     def _output_labels(self, estimator: Any, fitted_labels: list[str] | None) -> tuple[str, ...]:
-        if self.problem == "single_label":
+        if self.problem_type == SINGLE_LABEL:
             return tuple(str(c) for c in estimator.classes_)  # predict_proba's column order
         if fitted_labels is not None:
             return tuple(fitted_labels)
@@ -140,61 +134,54 @@ class SklearnTextClassifier(ParamsMixin):
             return tuple(np.ravel(classes))
         raise InputError("A prefit multi_label estimator needs labels=[...] naming its predict_proba columns.")
 
+    def _is_fitted(self) -> bool:
+        if self.prefit:
+            return _is_fitted(self.estimator)
+        return getattr(self, "estimator_", None) is not None
+
     def fitted(self) -> tuple[Any, tuple[str, ...]]:
-        """The fitted estimator and its output labels; raises if there is none."""
+        """The fitted estimator and its output labels; raises :class:`NotFittedError` if there is none.
+
+        With ``prefit=True`` the wrapper takes its labels, ``classes_`` and fields from the
+        estimator the first time it is used (there is no ``fit`` call to set them).
+        """
         if self.prefit:
             self._check_params()
             if not _is_fitted(self.estimator):
-                raise InputError(f"prefit=True but the {type(self.estimator).__name__} is not fitted; fit it first, "
-                                 f"or pass prefit=False and call fit().")
-            return self.estimator, self._output_labels(self.estimator, None)
-        if getattr(self, "estimator_", None) is None:
-            raise InputError("This SklearnTextClassifier is not fitted yet; call fit() first (or pass prefit=True).")
+                raise NotFittedError(f"prefit=True but the {type(self.estimator).__name__} is not fitted; fit it first, "
+                                     f"or pass prefit=False and call fit().")
+            if getattr(self, "labels_", None) is None:
+                self._y_kind = "typed" if self.problem_type == SINGLE_LABEL else "column"
+                self._y_values = np.asarray(getattr(self.estimator, "classes_", []))
+                self._set_fitted_labels(list(self._output_labels(self.estimator, None)), "text", ("label",))
+            return self.estimator, self.labels_
+        self._check_fitted()
         return self.estimator_, self.labels_
+
+    def _check_fitted(self) -> None:
+        if self.prefit:
+            self.fitted()
+        else:
+            super()._check_fitted()
+
+    def _decision_thresholds(self) -> np.ndarray:
+        return np.full(len(self.labels_), float(self.threshold))
 
     # ------------------------------------------------------------------ inference
 
-    def predict_proba(self, X: Any, *, text_field: str | None = None) -> Any:
-        """Probabilities: float64 numpy ``(n, labels)`` in ``labels_`` order for in-memory
-        input (NaN rows for null/blank text); a lazy dask DataFrame with one float32 column
-        per label (same index and partitions) for a dask DataFrame."""
+    def _outputs(self, X: Any, text_field: str) -> np.ndarray:
+        """Probabilities ``(n, labels)`` in ``labels_`` order (float64), NaN rows for null/blank text."""
         estimator, labels = self.fitted()
-        field = text_field or getattr(self, "text_field_", "text")
-        if frames.is_dask(X):
-            out = self.as_operator(text_field=field, label_field="__pred__", score_field="__proba__")(X[[field]])
-            from ..train.estimator import _list_column_to_frame
-
-            meta = pd.DataFrame({name: pd.Series(dtype="float32") for name in labels})
-            return out.map_partitions(_list_column_to_frame, "__proba__", list(labels), meta=meta)
-        texts, valid = clean_texts(C.prediction_values(X, field), None)
+        texts, valid = clean_texts(prediction_values(X, text_field), None)
         return _probabilities(estimator, texts, valid, len(labels), self.problem)
 
-    def predict(self, X: Any, *, text_field: str | None = None) -> Any:
-        """Labels (object array; lists of labels for multi-label; None for null/blank text),
-        or a lazy dask Series named ``prediction`` for a dask DataFrame."""
-        _, labels = self.fitted()
-        if frames.is_dask(X):
-            field = text_field or getattr(self, "text_field_", "text")
-            return self.as_operator(text_field=field, label_field="prediction")(X[[field]])["prediction"]
-        proba = self.predict_proba(X, text_field=text_field)
-        return C.predictions(proba, labels, self.problem, np.full(len(labels), float(self.threshold)))
-
-    def evaluate(self, X: Any, y: Any = None, *, text_field: str | None = None, label_field: str | None = None) -> dict[str, Any]:
-        """``accuracy``/``macro_f1`` (single-label) or ``micro_f1``/``macro_f1``/``per_label_f1``
-        on labelled in-memory data; rows with null or blank text are left out."""
-        _, labels = self.fitted()
-        fields = label_field or (getattr(self, "label_fields_", None) or ("label",))[0]
-        frame, text_field, fields = C.labelled_frame(X, y, text_field or getattr(self, "text_field_", "text"), fields,
-                                                     self.problem, "evaluation data")
-        C.summarize(frame, self.problem, fields, self.label_sep, "evaluation data")
-        label2id = {label: i for i, label in enumerate(labels)}
-        rows = C.labelled_rows(frame, text_field, fields, self.problem, self.label_sep, label2id, "evaluation data")
-        proba = self.predict_proba(rows.texts)
-        return C.metrics(self.problem, proba, rows.targets, labels, np.full(len(labels), float(self.threshold)))
+    def _scores(self, outputs: np.ndarray) -> np.ndarray:
+        return outputs
 
     def as_operator(self, *, text_field: str = "text", label_field: str = "preds", score_field: str | None = None,
                     max_chars: int | None = None) -> SklearnOperator:
         """An operator adding ``label_field`` (and ``score_field``) to (dask) DataFrames."""
+        self.fitted()
         return SklearnOperator(self, text_field=text_field, label_field=label_field, score_field=score_field, max_chars=max_chars)
 
     # ------------------------------------------------------------------ saving (pickle, explicitly)
@@ -259,7 +246,7 @@ class _Outputs:
     threshold: float
 
     def dtypes(self) -> dict[str, Any]:
-        label = frames.LABEL_DTYPE if self.problem == "single_label" else frames.LABEL_LIST_DTYPE
+        label = frames.LABEL_LIST_DTYPE if get_problem(self.problem).multi_label else frames.LABEL_DTYPE
         return {self.label_field: label} | ({self.score_field: frames.SCORE_LIST_DTYPE} if self.score_field else {})
 
 
@@ -336,7 +323,7 @@ def _probabilities(estimator: Any, texts: list[str], valid: np.ndarray, n_labels
         return out
     proba = estimator.predict_proba(texts)
     if isinstance(proba, list):  # one (n, 2) array per label (MultiOutputClassifier and friends)
-        if problem != "multi_label" or any(np.shape(p) != (len(texts), 2) for p in proba):
+        if not get_problem(problem).multi_label or any(np.shape(p) != (len(texts), 2) for p in proba):
             raise InputError("predict_proba returned a list; only multi-label estimators with two classes per label "
                              "(one (n, 2) array each) are supported.")
         proba = np.column_stack([p[:, 1] for p in proba])
@@ -353,7 +340,7 @@ def sklearn_partition(part: pd.DataFrame, estimator: Any, spec: _Outputs) -> pd.
         return _meta(part, spec)
     texts, valid = clean_texts(frames.text_values(part[spec.text_field]), spec.max_chars)
     proba = _probabilities(estimator, texts, valid, len(spec.labels), spec.problem)
-    if spec.problem == "single_label":
+    if not get_problem(spec.problem).multi_label:
         codes = np.nan_to_num(proba).argmax(axis=1)
         columns = {spec.label_field: frames.label_column(spec.labels, codes, valid, part)}
     else:

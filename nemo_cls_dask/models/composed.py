@@ -46,18 +46,16 @@ import re
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import InputError, ModelLoadError, ModelNotFoundError
-from .heads import POOLINGS, apply_temperature, config_temperature, head_width, pool, right_align
-from .hub import resolve_backbone_dir
-from .weights import load_checked
-
-if TYPE_CHECKING:
-    from .loading import ModelInfo
+from .files import has_tokenizer, load_safetensors, tensor_shapes, tokenizer_fingerprint, weights_file
+from .heads import POOLINGS, apply_temperature, config_temperature, head_width, load_pretrained_backbone, pool, right_align
+from .layouts import CheckpointLayout, ModelInfo, describe_checkpoint, register_layout
+from .weights import check_shapes_on_meta, load_checked
 
 #: The config key listing the components; its presence (as an object) marks the layout.
 LAYOUT_KEY = "components"
@@ -113,20 +111,10 @@ def _as_pairs(components: Mapping[str, Any] | Sequence[tuple[str, Any]]) -> list
     return out
 
 
-def _tensor_names(file: Path) -> list[str]:
-    """Names in a safetensors file, read from its header only."""
-    with file.open("rb") as handle:
-        length = int.from_bytes(handle.read(8), "little")
-        header = json.loads(handle.read(length))
-    return [name for name in header if name != "__metadata__"]
-
-
 def describe_component(name: str, folder: Path, cache_dir: str | None = None) -> ModelInfo:
     """Describe one component (JSON and the weights header only) and check it can be composed."""
-    from .loading import _weights_file, describe_model
-
     try:
-        info = describe_model(str(folder), cache_dir)
+        info = describe_checkpoint(str(folder), cache_dir)
     except ModelNotFoundError as error:
         raise ModelLoadError(f"Component {name!r}: {error}") from error
     if info.layout != "head":
@@ -135,8 +123,8 @@ def describe_component(name: str, folder: Path, cache_dir: str | None = None) ->
             f"checkpoints (a backbone named by base_model + one fc), such as "
             f"TextClassifier(frozen_backbone=True).save_pretrained(folder) writes."
         )
-    weights = _weights_file(info.path)
-    if weights.suffix == ".safetensors" and any(n.startswith("model.") for n in _tensor_names(weights)):
+    weights = weights_file(info.path)
+    if weights.suffix == ".safetensors" and any(n.startswith("model.") for n in tensor_shapes(weights)):
         raise ModelLoadError(
             f"Component {name!r} ({weights}) carries its own backbone weights; components share the "
             f"pretrained backbone named by base_model, so each must hold only its head (fc.*). Train "
@@ -210,8 +198,6 @@ def component_folders(path: Path, config: Mapping[str, Any]) -> dict[str, Path]:
 
 def describe_composed(path: Path, config: dict[str, Any], cache_dir: str | None = None) -> ModelInfo:
     """The :class:`ModelInfo` of a composed folder; ``components`` holds each head's info."""
-    from .loading import ModelInfo, _has_tokenizer, tokenizer_fingerprint
-
     source = str(path / "config.json")
     components = {name: describe_component(name, folder, cache_dir) for name, folder in component_folders(path, config).items()}
     check_compatible(components, source)
@@ -222,7 +208,7 @@ def describe_composed(path: Path, config: dict[str, Any], cache_dir: str | None 
         raise ModelLoadError(
             f"{source}: base_model {config['base_model']!r} differs from the components' {first.config.get('base_model')!r}."
         )
-    tokenizer_path = path if _has_tokenizer(path) else first.tokenizer_path
+    tokenizer_path = path if has_tokenizer(path) else first.tokenizer_path
     tokenizer_key = tokenizer_fingerprint(tokenizer_path)
     if tokenizer_key != first.tokenizer_key:
         raise ModelLoadError(f"{source}: the tokenizer files in {path} differ from the components' tokenizer.")
@@ -337,9 +323,7 @@ class ComposedModel(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | Path, *, cache_dir: str | None = None) -> ComposedModel:
         """Load a composed folder (or hub id) written by :meth:`save_pretrained` or :func:`compose`."""
-        from .loading import describe_model
-
-        info = describe_model(str(path), cache_dir)
+        info = describe_checkpoint(str(path), cache_dir)
         if info.layout != LAYOUT:
             raise ModelLoadError(f"{info.path} is a {info.layout!r} checkpoint, not a composed model (no {LAYOUT_KEY!r} in config.json).")
         return _load(info.components, cache_dir)
@@ -367,13 +351,11 @@ def compose(components: Mapping[str, Any] | Sequence[tuple[str, Any]], save_dire
     (``other/topic``) can be mixed in. Returns the folder, which loads with
     ``ComposedClassifier(model_identifier=folder)`` or :meth:`ComposedModel.from_pretrained`.
     """
-    from .loading import _weights_file
-
     infos = {name: describe_component(name, folder, cache_dir) for name, folder in _as_pairs(components)}
     check_compatible(infos)
     heads = {}
     for name, info in infos.items():
-        weights = _weights_file(info.path)
+        weights = weights_file(info.path)
         heads[name] = (dict(info.config), lambda file, weights=weights: _copy(weights, file), info.tokenizer_path)
     return _write_layout(Path(save_directory), heads)
 
@@ -427,37 +409,40 @@ def _copy_tokenizer(source: Path, target: Path) -> None:
             _copy(file, target / name)
 
 
-def _load_backbone(config: Mapping[str, Any], cache_dir: str | None) -> nn.Module:
-    """The pretrained backbone named by a component's ``base_model``."""
-    from transformers import AutoModel
-
-    folder = resolve_backbone_dir(str(config.get("base_model", "")), cache_dir)
-    if folder is None:
-        raise ModelLoadError(
-            f"The composed heads' backbone {config.get('base_model')!r} (base_model) cannot be found locally."
-        )
-    return AutoModel.from_pretrained(folder)
-
-
 def _load(components: Mapping[str, ModelInfo], cache_dir: str | None) -> ComposedModel:
-    """Build a :class:`ComposedModel` and fill every head from its component's weights (strictly)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    """Build a :class:`ComposedModel` and fill every head from its component's weights (strictly).
 
-    from .loading import _weights_file
-
+    Each head's config is compared with its weights header before anything is allocated.
+    """
     first = next(iter(components.values()))
-    model = ComposedModel(components, _load_backbone(first.config, cache_dir))
+    backbone = load_pretrained_backbone(first.config, cache_dir, f"composed model {first.path.parent}")
+    hidden = backbone.config.hidden_size
     for name, info in components.items():
-        weights = _weights_file(info.path)
-        try:
-            state = load_file(weights)
-        except (SafetensorError, OSError, ValueError) as error:
-            raise ModelLoadError(f"Cannot read weights {weights}: {error} (truncated or corrupt file?)") from error
-        load_checked(model.heads[name], state, weights, f"component {name!r} (head-only: fc.weight, fc.bias)")
+        weights = weights_file(info.path)
+        check_shapes_on_meta(lambda info=info: ComponentHead(info.config, hidden), tensor_shapes(weights), weights,
+                             f"component {name!r} ({info.path / 'config.json'})")
+    model = ComposedModel(components, backbone)
+    for name, info in components.items():
+        weights = weights_file(info.path)
+        load_checked(model.heads[name], load_safetensors(weights), weights, f"component {name!r} (head-only: fc.weight, fc.bias)")
     return model.eval()
 
 
-def load_composed_module(info: ModelInfo, cache_dir: str | None = None) -> ComposedModel:
-    """``get_model``'s loader for the ``"composed"`` layout."""
-    return _load(info.components, cache_dir)
+@register_layout
+class ComposedLayout(CheckpointLayout):
+    """One backbone and named head-only components (this module's docstring)."""
+
+    name = LAYOUT
+    priority = 30
+
+    def recognises(self, config: dict[str, Any]) -> bool:
+        return is_composed_config(config)
+
+    def describe(self, path: Path, config: dict[str, Any], cache_dir: str | None) -> ModelInfo:
+        return describe_composed(path, config, cache_dir)
+
+    def load(self, info: ModelInfo, cache_dir: str | None) -> nn.Module:
+        return _load(info.components, cache_dir)
+
+    def embedding_rows(self, module: nn.Module) -> int | None:
+        return super().embedding_rows(module.backbone)

@@ -26,6 +26,7 @@ Backward-compatible extensions this package reads and writes (absent = NVIDIA be
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,7 +35,20 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig
 
 from ..errors import ModelLoadError
-from .hub import bundled_backbone_config, read_json, resolve_backbone_dir
+from .files import (
+    check_weights_present,
+    config_labels,
+    has_tokenizer,
+    read_json,
+    load_safetensors,
+    tensor_shapes,
+    tokenizer_fingerprint,
+    tokenizer_max_len,
+    weights_file,
+)
+from .hub import PACKAGED_MODELS, bundled_backbone_config, resolve_backbone_dir
+from .layouts import CheckpointLayout, ModelInfo, register_layout
+from .weights import check_config_sizes, check_layer_count, check_shapes_on_meta, load_checked
 
 POOLINGS = ("cls", "mean")
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
@@ -153,6 +167,49 @@ class BackboneHeadModel(nn.Module, PyTorchModelHubMixin):
         self.fc = nn.Linear(self.model.config.hidden_size, head_width(self.config))
         self.temperature = config_temperature(self.config)
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> BackboneHeadModel:
+        """Load a head checkpoint: a folder, a hub id, or a packaged name (``"debian-topics"``).
+
+        Weights load strictly. A head-only checkpoint (no ``model.*`` tensors, such as the
+        packaged ``debian-topics``) gets the pretrained backbone named by ``base_model``, or
+        :class:`ModelLoadError` when it cannot be found; never a randomly initialised one.
+        Other keyword arguments (``revision``, ``token``, ``cache_dir``...) are the mixin's.
+        """
+        name = str(pretrained_model_name_or_path)
+        if name in PACKAGED_MODELS:
+            pretrained_model_name_or_path = PACKAGED_MODELS[name]
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | Path | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        map_location: str = "cpu",
+        strict: bool = True,
+        **model_kwargs: Any,
+    ) -> BackboneHeadModel:
+        """The mixin's loading hook, replaced so a head-only file gets its real backbone."""
+        if Path(model_id).is_dir():
+            folder = Path(model_id)
+        else:
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(
+                model_id, revision=revision, cache_dir=cache_dir, force_download=force_download, token=token,
+                local_files_only=local_files_only, allow_patterns=["*.json", "*.safetensors"],
+            ))
+        config = model_kwargs.get("config") or read_json(folder / "config.json")
+        check_head_config(config, str(folder / "config.json"))
+        backbone_cache = None if cache_dir is None else str(cache_dir)
+        return load_head_module(folder, dict(config), backbone_cache).to(map_location)
+
     def set_temperature(self, temperature: float | None) -> None:
         """Divide future logits by ``temperature`` (None or 1.0: no scaling); kept in ``config``."""
         value = 1.0 if temperature is None else check_temperature(temperature, "temperature")
@@ -181,36 +238,6 @@ class BackboneHeadModel(nn.Module, PyTorchModelHubMixin):
         return self.head_outputs(pooled), pooled
 
 
-class SequenceClassificationAdapter(nn.Module):
-    """Gives a transformers ``...ForSequenceClassification`` model the same call as the head."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        input_ids, attention_mask = right_align(input_ids, attention_mask)
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
-
-    def forward_with_embedding(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and the final hidden state of the token the classifier starts from.
-
-        Encoders (BERT, DeBERTa, RoBERTa, ...): the first token (``[CLS]``/``<s>``), the
-        input of their pooler or classification head (which add a dense layer of their own
-        before the output layer; the state before it is the architecture-independent
-        sentence vector). Decoder classifiers (a ``score`` layer, as in GPT-2 or Llama): the
-        last real token, the one they classify from.
-        """
-        input_ids, attention_mask = right_align(input_ids, attention_mask)
-        result = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-        hidden = result.hidden_states[-1]
-        reads_last = hasattr(self.model, "score") and not hasattr(self.model, "classifier")
-        position = attention_mask.sum(dim=1) - 1 if reads_last else torch.zeros_like(attention_mask[:, 0])
-        return result.logits, hidden[torch.arange(hidden.shape[0], device=hidden.device), position]
-
-
 def check_head_config(config: dict[str, Any], source: str) -> None:
     """Raise a clear error naming ``source`` if a head config lacks what inference needs."""
     if not config.get("base_model") and not config.get("backbone_config"):
@@ -229,9 +256,134 @@ def check_head_config(config: dict[str, Any], source: str) -> None:
         )
 
 
-def load_head_config(path) -> dict[str, Any]:
-    """Read and check ``config.json`` of a head checkpoint folder."""
-    config_file = path / "config.json"
-    config = read_json(config_file)
-    check_head_config(config, str(config_file))
-    return config
+# ---------------------------------------------------------------------------- the layout
+
+
+def head_tokenizer_path(path: Path, config: dict[str, Any], cache_dir: str | None) -> Path:
+    """The checkpoint's own tokenizer, else its ``base_model``'s."""
+    if has_tokenizer(path):
+        return path
+    backbone = resolve_backbone_dir(str(config.get("base_model", "")), cache_dir)
+    if backbone is None or not has_tokenizer(backbone):
+        raise ModelLoadError(
+            f"{path}: no tokenizer files in the checkpoint and none found for its base_model "
+            f"{config.get('base_model')!r}."
+        )
+    return backbone
+
+
+def is_head_only(weights: Path) -> bool:
+    """True when a head checkpoint's weights hold no backbone tensor (``model.*``)."""
+    return weights.suffix == ".safetensors" and not any(name.startswith("model.") for name in tensor_shapes(weights))
+
+
+def backbone_folder(config: dict[str, Any], cache_dir: str | None, source: str) -> Path:
+    """The local folder of a head-only checkpoint's ``base_model``, with safetensors weights.
+
+    A folder with only pickle weights (``pytorch_model.bin``) is refused like every pickle.
+    """
+    folder = resolve_backbone_dir(str(config.get("base_model", "")), cache_dir)
+    if folder is None:
+        raise ModelLoadError(
+            f"{source} holds only the head, and the backbone {config.get('base_model')!r} "
+            f"named by base_model cannot be found locally."
+        )
+    try:
+        check_weights_present(folder)
+    except ModelLoadError as error:
+        raise ModelLoadError(f"The backbone of {source} (base_model {config.get('base_model')!r}): {error}") from None
+    return folder
+
+
+def load_pretrained_backbone(config: dict[str, Any], cache_dir: str | None, source: str) -> nn.Module:
+    """The pretrained backbone named by ``base_model``, its config checked against its weights first."""
+    folder = backbone_folder(config, cache_dir, source)
+    backbone_config = AutoConfig.from_pretrained(folder)
+    weights = weights_file(folder)
+    if weights.suffix == ".safetensors":  # a sharded index is checked by transformers while loading
+        shapes = tensor_shapes(weights)
+        expected = f"{folder / 'config.json'}"
+        check_layer_count(getattr(backbone_config, "num_hidden_layers", None), shapes, weights, expected)
+        check_shapes_on_meta(lambda: AutoModel.from_config(backbone_config), shapes, weights, expected)
+    return AutoModel.from_pretrained(folder, use_safetensors=True)
+
+
+def load_head_module(path: Path, config: dict[str, Any], cache_dir: str | None = None) -> BackboneHeadModel:
+    """Build a :class:`BackboneHeadModel` and fill it from ``path/model.safetensors``.
+
+    The config's shapes are compared with the weights header before anything is
+    allocated; a head-only file gets the pretrained backbone named by ``base_model``.
+    """
+    weights = weights_file(path)
+    source = str(path / "config.json")
+    shapes = tensor_shapes(weights)
+    head_only = not any(name.startswith("model.") for name in shapes)
+    if head_only:
+        backbone = load_pretrained_backbone(config, cache_dir, str(weights))
+        check_shapes_on_meta(lambda: BackboneHeadModel(config, backbone=backbone), shapes, weights, source)
+    else:
+        backbone = None
+        check_layer_count(_backbone_layers(config, cache_dir), shapes, weights, source)
+        check_shapes_on_meta(lambda: BackboneHeadModel(config), shapes, weights, source)
+    state = load_safetensors(weights)
+    model = BackboneHeadModel(config, backbone=backbone)
+    load_checked(model, state, weights, "config.json", may_miss_prefix="model." if head_only else None)
+    return model
+
+
+def _backbone_layers(config: dict[str, Any], cache_dir: str | None) -> int | None:
+    return getattr(backbone_config_from(config, cache_dir), "num_hidden_layers", None)
+
+
+def _check_sizes(config: dict[str, Any], weights: Path, cache_dir: str | None) -> None:
+    """The backbone width, head width and layer count of the config, against the weights header."""
+    try:
+        backbone = backbone_config_from(config, cache_dir)
+    except (ModelLoadError, OSError, ValueError):
+        return  # no backbone config to compare yet: loading says what is missing
+    sizes = {"head outputs": head_width(config)}
+    hidden = getattr(backbone, "hidden_size", None)
+    if isinstance(hidden, int):
+        sizes["hidden_size"] = hidden
+    check_config_sizes(sizes, getattr(backbone, "num_hidden_layers", None), tensor_shapes(weights), weights)
+
+
+@register_layout
+class HeadLayout(CheckpointLayout):
+    """NVIDIA NeMo Curator's backbone + ``fc`` layout (this module's docstring).
+
+    Tried last: it accepts any config without a more specific marker, and its checks say
+    what a head config lacks.
+    """
+
+    name = "head"
+    priority = 100
+
+    def recognises(self, config: dict[str, Any]) -> bool:
+        return True
+
+    def describe(self, path: Path, config: dict[str, Any], cache_dir: str | None) -> ModelInfo:
+        check_head_config(config, str(path / "config.json"))
+        weights = check_weights_present(path)
+        if is_head_only(weights):
+            backbone_folder(config, cache_dir, str(weights))
+        if weights.suffix == ".safetensors":
+            _check_sizes(config, weights, cache_dir)
+        tokenizer_path = head_tokenizer_path(path, config, cache_dir)
+        return ModelInfo(
+            path=path,
+            layout=self.name,
+            problem_type=config.get("problem_type", "single_label_classification"),
+            labels=config_labels(config),
+            num_outputs=head_width(config),
+            max_len=int(config.get("max_len") or tokenizer_max_len(tokenizer_path) or 512),
+            tokenizer_path=tokenizer_path,
+            config=config,
+            tokenizer_key=tokenizer_fingerprint(tokenizer_path),
+        )
+
+    def load(self, info: ModelInfo, cache_dir: str | None) -> nn.Module:
+        return load_head_module(info.path, info.config, cache_dir)
+
+    def embedding_rows(self, module: nn.Module) -> int | None:
+        return super().embedding_rows(module.model)

@@ -14,7 +14,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelLoadError, ModelNotFoundError
+from ..errors import ModelNotFoundError
+from .files import read_json  # noqa: F401  (kept importable from here)
 
 #: Short names that resolve to models shipped inside this package.
 PACKAGED_MODELS = {
@@ -123,16 +124,3 @@ def bundled_backbone_config(name: str) -> dict[str, Any] | None:
     if file.is_file():
         return json.loads(file.read_text())
     return None
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """Read a JSON config, naming the file in any error."""
-    if not path.is_file():
-        raise ModelLoadError(f"Checkpoint file {path} is missing.")
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelLoadError(f"Cannot read {path}: {error}") from error
-    if not isinstance(value, dict):
-        raise ModelLoadError(f"{path} must hold a JSON object, found {type(value).__name__}.")
-    return value

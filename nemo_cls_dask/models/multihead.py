@@ -27,10 +27,12 @@ import torch
 from torch import nn
 from transformers import AutoModel, PretrainedConfig
 
-from .weights import load_checked
 from ..errors import ModelLoadError
-from .heads import _config_from_dict, backbone_config_from, pool, right_align
+from .files import check_weights_present, load_safetensors, tensor_shapes, tokenizer_fingerprint, tokenizer_max_len
+from .heads import _config_from_dict, backbone_config_from, head_tokenizer_path, pool, right_align
 from .hub import bundled_backbone_config
+from .layouts import CheckpointLayout, ModelInfo, register_layout
+from .weights import check_layer_count, check_shapes_on_meta, load_checked
 
 #: The config key whose presence marks this layout.
 LAYOUT_KEY = "target_sizes"
@@ -115,17 +117,63 @@ def split_heads(outputs: torch.Tensor, sizes: Mapping[str, int]) -> dict[str, to
 
 
 def load_multihead_module(path: Path, config: Mapping[str, Any], weights: Path, cache_dir: str | None = None) -> MultiHeadModel:
-    """Build a :class:`MultiHeadModel` for ``config`` and fill it from ``weights`` (strictly)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    """Build a :class:`MultiHeadModel` for ``config`` and fill it from ``weights`` (strictly).
 
-    try:
-        state = load_file(weights)
-    except (SafetensorError, OSError, ValueError) as error:
-        raise ModelLoadError(f"Cannot read weights {weights}: {error} (truncated or corrupt file?)") from error
+    The config's shapes are compared with the weights header first (nothing allocated).
+    """
+    expected = f"{path / 'config.json'} (backbone under 'backbone.', heads 'head_<i>.fc.*' for {len(config[LAYOUT_KEY])} targets)"
+    shapes = tensor_shapes(weights)
+    layers = getattr(backbone_config_for(config, cache_dir), "num_hidden_layers", None)
+    check_layer_count(layers, shapes, weights, expected)
+    check_shapes_on_meta(lambda: MultiHeadModel(config, cache_dir=cache_dir), shapes, weights, expected)
+    state = load_safetensors(weights)
     model = MultiHeadModel(config, cache_dir=cache_dir)
-    load_checked(
-        model, state, weights,
-        f"{path / 'config.json'} (backbone under 'backbone.', heads 'head_<i>.fc.*' for {len(model.sizes)} targets)",
-    )
+    load_checked(model, state, weights, expected)
     return model
+
+
+@register_layout
+class MultiHeadLayout(CheckpointLayout):
+    """``target_sizes`` checkpoints (one head per target), e.g. prompt task and complexity.
+
+    ``labels`` are the first target's class names when ``task_type_map`` gives them.
+    """
+
+    name = "multihead"
+    priority = 20
+
+    def recognises(self, config: dict[str, Any]) -> bool:
+        return LAYOUT_KEY in config
+
+    def describe(self, path: Path, config: dict[str, Any], cache_dir: str | None) -> ModelInfo:
+        check_multihead_config(config, str(path / "config.json"))
+        check_weights_present(path)
+        sizes = target_sizes(config)
+        tokenizer_path = head_tokenizer_path(path, config, cache_dir)
+        first_map = config.get("task_type_map")
+        labels = None
+        if isinstance(first_map, dict) and first_map:
+            try:
+                labels = tuple(str(first_map[key]) for key in sorted(first_map, key=lambda k: int(k)))
+            except ValueError:
+                raise ModelLoadError(
+                    f"{path / 'config.json'}: task_type_map keys must be '0'..'{len(first_map) - 1}', "
+                    f"got {sorted(first_map)}."
+                ) from None
+        return ModelInfo(
+            path=path,
+            layout=self.name,
+            problem_type="multi_head",
+            labels=labels,
+            num_outputs=sum(sizes.values()),
+            max_len=int(config.get("max_len") or tokenizer_max_len(tokenizer_path) or 512),
+            tokenizer_path=tokenizer_path,
+            config=config,
+            tokenizer_key=tokenizer_fingerprint(tokenizer_path),
+        )
+
+    def load(self, info: ModelInfo, cache_dir: str | None) -> nn.Module:
+        return load_multihead_module(info.path, info.config, check_weights_present(info.path), cache_dir)
+
+    def embedding_rows(self, module: nn.Module) -> int | None:
+        return super().embedding_rows(module.backbone)

@@ -114,6 +114,19 @@ def summarize_partition(part: pd.DataFrame, problem: str, label_fields: tuple[st
     return pd.Series(values, dtype="float64")
 
 
+def check_missing(summary: pd.Series, problem: str, label_fields: tuple[str, ...], what: str) -> None:
+    """Raise if a first-pass summary counted missing targets (naming the column and count)."""
+    if problem == "regression":
+        for column in label_fields:
+            missing = int(summary.get(f"missing:{column}", 0))
+            if missing:
+                raise InputError(f"{what}: target column {column!r} has {missing} NaN/missing value(s); drop or fill them.")
+    elif int(summary.get(MISSING_KEY, 0)):
+        raise InputError(
+            f"{what}: label column {label_fields[0]!r} has {int(summary[MISSING_KEY])} NaN/missing value(s); drop or fill them."
+        )
+
+
 def encode_targets(
     part: pd.DataFrame,
     problem: str,
@@ -173,6 +186,12 @@ def texts_of(part: pd.DataFrame, text_field: str) -> list[str]:
     return [value if isinstance(value, str) else "" for value in frames.text_values(part[text_field])]
 
 
+def _check_not_all_zero(weights: np.ndarray, what: str) -> None:
+    """All-zero weights leave nothing to learn from (and a 0/0 loss): refused up front."""
+    if len(weights) and np.isfinite(weights).all() and not (weights > 0).any():
+        raise InputError(f"{what}: every sample weight is zero; at least one row must have a positive weight.")
+
+
 class FrameSource:
     """Hands out the needed columns of a pandas or dask frame, one chunk at a time."""
 
@@ -190,12 +209,15 @@ class FrameSource:
             if weight not in columns:
                 raise InputError(f"{what}: sample_weight column {weight!r} is not in the DataFrame.")
             frame = frame[needed + [weight]].rename(columns={weight: WEIGHT_COLUMN})
+            if not self.is_dask:
+                _check_not_all_zero(frame[WEIGHT_COLUMN].to_numpy(dtype=np.float64, na_value=np.nan), what)
         elif weight is not None:
             if self.is_dask:
                 raise InputError("For a dask DataFrame, pass sample_weight as the name of a column.")
             weight = np.asarray(weight, dtype=np.float64)
             if weight.shape != (len(frame),):
                 raise InputError(f"sample_weight has shape {weight.shape}; expected ({len(frame)},).")
+            _check_not_all_zero(weight, what)
             frame = frame[needed].assign(**{WEIGHT_COLUMN: weight})
         else:
             frame = frame[needed]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -167,3 +169,25 @@ def expected_calibration_error(
     confidence = proba.max(axis=1) if proba.size else np.zeros(0)
     correct = (proba.argmax(axis=1) == target.astype(np.int64)).astype(np.float64) if proba.size else np.zeros(0)
     return _binned_gap(confidence, correct, n_bins)
+
+
+def outcome_metrics(problem: str, scores: np.ndarray, target: np.ndarray, thresholds: np.ndarray | None,
+                    labels: Any = None) -> dict[str, Any]:
+    """The metrics every estimator reports, from probabilities (or values for regression).
+
+    Single-label: ``accuracy``, ``macro_f1``, ``ece``; multi-label (``thresholds``, default
+    0.5): ``micro_f1``, ``macro_f1``, ``per_label_f1`` (dict by label), ``ece``; regression:
+    ``mse``, ``mae``. Rows whose scores hold NaN (null or blank text) are left out.
+    """
+    keep = ~np.isnan(scores).any(axis=1)
+    scores, target = scores[keep], target[keep]
+    if problem == "regression":
+        return regression_metrics(target, scores)
+    if problem == "single_label":
+        predicted = scores.argmax(axis=1)
+        return {"accuracy": accuracy(target, predicted), "macro_f1": macro_f1(target, predicted, scores.shape[1]),
+                "ece": expected_calibration_error(scores, target)}
+    chosen = scores >= (thresholds if thresholds is not None else 0.5)
+    micro, macro, per_label = multilabel_f1(target > 0.5, chosen)
+    return {"micro_f1": micro, "macro_f1": macro, "per_label_f1": dict(zip(labels or (), map(float, per_label))),
+            "ece": expected_calibration_error(scores, target, multi_label=True)}

@@ -1,0 +1,99 @@
+"""``nemo-cls-dask distill INPUT MODEL_OUT --teacher T --student S``: a thin layer over :func:`distill`.
+
+INPUT is a jsonl/parquet file or folder (the unlabelled pool). The teacher's outputs go to
+``--work-dir`` (default ``MODEL_OUT.teacher-outputs``) partition by partition, so running
+the same command again after an interruption pays the teacher only for what is missing.
+The student is saved to MODEL_OUT with ``distill_report.json`` beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..errors import NemoClsDaskError
+from .students import PRESETS, TARGETS
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``distill`` subcommand to ``subparsers`` (from ``add_subparsers``) and return it."""
+    parser = subparsers.add_parser(
+        "distill",
+        help="train a fast student classifier on a slow teacher's labels of a jsonl/parquet pool",
+        description="Label a pool of texts with a teacher on a Dask cluster (resumable), train a fast student on "
+        "the teacher's probabilities or labels, and report agreement, accuracy and docs/s on held-out rows.",
+    )
+    parser.add_argument("input", help="the unlabelled pool: jsonl/parquet file or folder")
+    parser.add_argument("model_out", help="folder to save the student to (must not exist, or be empty)")
+    parser.add_argument("--teacher", required=True,
+                        help="checkpoint folder, hub id, 'debian-topics', or a ready-made class name (quality, "
+                             "domain, fineweb-edu, ...)")
+    parser.add_argument("--teacher-model", default=None,
+                        help="with a ready-made class name: a local checkpoint folder for it instead of its hub repo")
+    parser.add_argument("--student", default="tfidf", choices=PRESETS, help="the student (default: tfidf)")
+    parser.add_argument("--text-field", default="text")
+    parser.add_argument("--truth-field", default=None, help="column of true labels: report both models' accuracy")
+    parser.add_argument("--work-dir", default=None, help="folder for the teacher's outputs (default: MODEL_OUT.teacher-outputs)")
+    parser.add_argument("--heldout-fraction", type=float, default=0.1)
+    parser.add_argument("--targets", default="auto", choices=TARGETS,
+                        help="auto: the teacher's probabilities where the student can learn them, else its labels")
+    parser.add_argument("--max-train-rows", type=int, default=None)
+    parser.add_argument("--speed-rows", type=int, default=500, help="held-out rows both models are timed on (0: none)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache-dir", default=None, help="Hugging Face cache folder for a hub teacher")
+    cluster = parser.add_argument_group("cluster")
+    cluster.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
+    cluster.add_argument("--n-workers", type=int, default=None, help="local workers (default: one per GPU or CPU core)")
+    cluster.add_argument("--cluster-device", default="auto", choices=["auto", "gpu", "cpu"])
+    parser.set_defaults(command="distill", run=run)
+    return parser
+
+
+def build_teacher(args: argparse.Namespace) -> Any:
+    """The teacher named on the command line: a ready-made class, or a model identifier."""
+    from ..classifiers.registry import CLASSIFIERS, make_classifier
+
+    options = {"text_field": args.text_field, "cache_dir": args.cache_dir}
+    if args.teacher in CLASSIFIERS:
+        if args.teacher_model:
+            options["model_identifier"] = args.teacher_model
+        return make_classifier(args.teacher, **options)
+    if args.teacher_model:
+        raise NemoClsDaskError("--teacher-model goes with a ready-made class name as --teacher.")
+    from ..classifiers.base import DistributedDataClassifier
+
+    return DistributedDataClassifier(model_identifier=args.teacher, **options)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Distil, print the report and return the exit code (errors of this package propagate:
+    the CLI prints them and exits with 2)."""
+    from ..cluster import get_client
+    from ..io import read_frame
+    from .core import check_model_out, distill
+
+    client = None
+    try:
+        teacher = build_teacher(args)
+        pool = read_frame(args.input)
+        for name in (args.text_field, args.truth_field):  # checked again by distill(), but before a cluster starts
+            if name is not None and name not in pool.columns:
+                raise NemoClsDaskError(f"Column {name!r} is not in {args.input}; its columns are {list(pool.columns)}.")
+        check_model_out(args.model_out)
+        teacher.describe()
+        work_dir = args.work_dir or f"{str(args.model_out).rstrip('/')}.teacher-outputs"
+        client = get_client(args.scheduler, device=args.cluster_device, n_workers=args.n_workers)
+        result = distill(
+            teacher, args.student, pool, work_dir=work_dir, model_out=args.model_out, text_field=args.text_field,
+            truth_field=args.truth_field, heldout_fraction=args.heldout_fraction, seed=args.seed,
+            targets=args.targets, max_train_rows=args.max_train_rows, speed_rows=args.speed_rows,
+        )
+    finally:
+        if client is not None:
+            cluster = client.cluster
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    print(result.summary())
+    print(f"report: {result.path}/distill_report.json")
+    return 0

@@ -1,0 +1,175 @@
+"""The registry of checkpoint layouts: how a folder's ``config.json`` says what it holds.
+
+A *layout* is one on-disk format (the NVIDIA backbone + ``fc`` head, a transformers
+sequence-classification folder, a multi-head model, a composed model, a KimCNN model...).
+Each is a :class:`CheckpointLayout` subclass in the module of the model code it needs,
+registered with :func:`register_layout`; :func:`~nemo_cls_dask.models.loading.describe_model`
+and :func:`~nemo_cls_dask.models.loading.get_model` walk the registry and know no layout by
+name. Adding a layout is one new module::
+
+    @register_layout
+    class MyLayout(CheckpointLayout):
+        name = "my-layout"
+        def recognises(self, config): return config.get("architecture") == "mine"
+        def describe(self, path, config, cache_dir): ...   # -> ModelInfo, JSON/headers only
+        def load(self, info, cache_dir): ...                # -> nn.Module(input_ids, attention_mask)
+
+Layouts are tried by ascending :attr:`CheckpointLayout.priority`, then in registration
+order; the NVIDIA head layout, which accepts any config that names a ``base_model``, is
+tried last. This module imports nothing from the layouts, so it sits below all of them.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from torch import nn
+
+from ..errors import ModelLoadError
+from .files import read_json
+from .hub import resolve_model_dir
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the operator needs to know about a checkpoint without loading its weights."""
+
+    path: Path
+    #: The :attr:`CheckpointLayout.name` that described it: ``"head"`` (NVIDIA backbone + fc),
+    #: ``"hf"`` (transformers sequence classification), ``"multihead"``, ``"composed"``,
+    #: ``"kimcnn"``, or a layout registered by the user.
+    layout: str
+    problem_type: str
+    labels: tuple[str, ...] | None  # in id order; None for unlabeled regression outputs
+    num_outputs: int
+    max_len: int
+    tokenizer_path: Path
+    config: dict[str, Any] = field(repr=False, compare=False, hash=False)
+    #: Fingerprint of the tokenizer files: checkpoints whose tokenizers tokenize alike (the
+    #: NVIDIA DeBERTa-v3 repos each ship a copy of one tokenizer) get the same key, so a
+    #: one-pass ``classify`` tokenizes their text once.
+    tokenizer_key: str = field(default="", compare=False)
+    #: ``"composed"`` layout: each head's own info (name -> ModelInfo), in output order.
+    components: dict[str, ModelInfo] | None = field(default=None, repr=False, compare=False, hash=False)
+
+
+class CheckpointLayout:
+    """How to recognise, describe and load one kind of checkpoint folder.
+
+    Subclasses set :attr:`name` and implement :meth:`recognises`, :meth:`describe` and
+    :meth:`load`; :meth:`load_tokenizer` and :meth:`embedding_rows` have defaults for
+    Hugging Face tokenizers and transformers backbones.
+    """
+
+    #: Written into :attr:`ModelInfo.layout`; unique in the registry.
+    name: ClassVar[str] = ""
+    #: Lower is tried first. Layouts recognised by a marker key keep the default.
+    priority: ClassVar[int] = 50
+
+    def recognises(self, config: dict[str, Any]) -> bool:
+        """True when ``config`` (the folder's ``config.json``) is in this layout."""
+        raise NotImplementedError
+
+    def describe(self, path: Path, config: dict[str, Any], cache_dir: str | None) -> ModelInfo:
+        """The checkpoint's :class:`ModelInfo`, from JSON files and weights headers only.
+
+        Runs on the client when an operator is applied, so it must be cheap and raise
+        :class:`~nemo_cls_dask.errors.ModelLoadError` for anything that cannot work.
+        """
+        raise NotImplementedError
+
+    def load(self, info: ModelInfo, cache_dir: str | None) -> nn.Module:
+        """The module, on the CPU, called as ``module(input_ids, attention_mask) -> outputs``.
+
+        Shapes in the config must be checked against the weights before large tensors
+        are allocated (see :func:`~nemo_cls_dask.models.weights.check_shapes_on_meta`).
+        """
+        raise NotImplementedError
+
+    def load_tokenizer(self, info: ModelInfo) -> Any:
+        """The tokenizer in ``info.tokenizer_path`` (a fast Hugging Face tokenizer by default)."""
+        from transformers import AutoTokenizer
+
+        try:
+            return AutoTokenizer.from_pretrained(info.tokenizer_path)
+        except Exception as error:
+            raise ModelLoadError(f"Cannot load the tokenizer in {info.tokenizer_path}: {error}") from error
+
+    def embedding_rows(self, module: nn.Module) -> int | None:
+        """Rows of the module's token embedding (None: no such table to check)."""
+        get = getattr(module, "get_input_embeddings", None)
+        embedding = get() if callable(get) else None
+        return getattr(embedding, "num_embeddings", None)
+
+
+_LAYOUTS: dict[str, CheckpointLayout] = {}
+_LOCK = threading.Lock()
+
+
+def register_layout(layout: type[CheckpointLayout] | CheckpointLayout) -> Any:
+    """Add a layout (class or instance) to the registry; usable as a class decorator.
+
+    A layout registered again under the same name replaces the earlier one.
+    """
+    instance = layout() if isinstance(layout, type) else layout
+    if not instance.name:
+        raise ValueError(f"{type(instance).__name__} needs a non-empty 'name'.")
+    with _LOCK:
+        _LAYOUTS.pop(instance.name, None)
+        _LAYOUTS[instance.name] = instance
+    return layout
+
+
+def unregister_layout(name: str) -> None:
+    """Remove the layout called ``name`` (no error if there is none)."""
+    with _LOCK:
+        _LAYOUTS.pop(name, None)
+
+
+def registered_layouts() -> list[CheckpointLayout]:
+    """The layouts in the order they are tried."""
+    with _LOCK:
+        layouts = list(_LAYOUTS.values())
+    return sorted(layouts, key=lambda layout: layout.priority)  # stable: registration order within a priority
+
+
+def layout_for(config: dict[str, Any], source: str) -> CheckpointLayout:
+    """The first registered layout that recognises ``config`` (read from ``source``)."""
+    for layout in registered_layouts():
+        if layout.recognises(config):
+            return layout
+    names = [layout.name for layout in registered_layouts()]
+    raise ModelLoadError(f"{source}: no known checkpoint layout recognises this config (known: {names}).")
+
+
+def layout_named(name: str) -> CheckpointLayout:
+    """The registered layout called ``name``."""
+    with _LOCK:
+        layout = _LAYOUTS.get(name)
+    if layout is None:
+        raise ModelLoadError(f"No checkpoint layout {name!r} is registered (known: {sorted(_LAYOUTS)}).")
+    return layout
+
+
+def describe_checkpoint(identifier: str, cache_dir: str | None = None) -> ModelInfo:
+    """Find a checkpoint, read its ``config.json`` and let the first layout that recognises it describe it.
+
+    Reads JSON files and weights headers only. A config with ``auto_map`` (a checkpoint
+    that ships its own Python classes) is refused before any layout sees it.
+    """
+    path = resolve_model_dir(identifier, cache_dir)
+    source = path / "config.json"
+    config = read_json(source)
+    if "auto_map" in config:
+        # Such a checkpoint names Python classes shipped in its own folder; loading it
+        # means running that code (trust_remote_code). This package never does.
+        raise ModelLoadError(
+            f"{source} has 'auto_map' {config['auto_map']!r}: the checkpoint needs its own "
+            f"Python code, and nemo_cls_dask never runs code from a checkpoint (trust_remote_code is "
+            f"never passed). Use a checkpoint of a standard transformers architecture, or remove "
+            f"'auto_map' if the config names one."
+        )
+    return layout_for(config, str(source)).describe(path, config, cache_dir)
