@@ -40,7 +40,7 @@ from .output_folder import OutputError, OutputLock, check_targets, remove_own_te
 
 DEFAULT_MODEL = "debian-topics"
 
-#: One point per finished partition: (seconds since the first task was sent, rows done,
+#: One point per finished partition: (seconds since the tasks were sent, rows done,
 #: padding efficiency so far = real tokens / computed tokens, or None before any batch).
 TimelinePoint = tuple[float, int, "float | None"]
 
@@ -313,6 +313,7 @@ def _run(
     from .classifiers import classify
     from .engine import engine_stats, reset_engine_stats
     from .io import read_frame, write_file_result
+    from .progress import RowProgress
 
     truth_field = result.truth_field
     total = len(pending) + len(result.failed)
@@ -353,33 +354,31 @@ def _run(
             futures.append(count)
         waiting[write.key] = ("file", job, 0)
         futures.append(write)
-    total_rows = None  # not known before the partitions are classified
-    rows_done = 0
-    bar = _progress_bar(progress, total_rows)
-    for future in as_completed(futures):
-        kind, job, index = waiting.pop(future.key)
-        if kind == "partition":
+    with RowProgress(_total_rows(pending, classifiers), desc="classify", progress=progress) as bar:
+        real = padded = 0
+        for future in as_completed(futures):
+            kind, job, index = waiting.pop(future.key)
+            if kind == "partition":
+                if future.status == "error":
+                    continue  # reported with its file
+                stats = _add_counts(client.run(engine_stats).values())
+                bar.advance(future.result(), real_tokens=stats.get("real_tokens", 0) - real,
+                            padded_tokens=stats.get("padded_tokens", 0) - padded)
+                real, padded = stats.get("real_tokens", 0), stats.get("padded_tokens", 0)
+                continue
+            parts = parts_of.pop(job.target)  # the file is done: its partitions may leave worker memory
             if future.status == "error":
-                continue  # reported with its file
-            rows_done += future.result()
-            stats = _add_counts(client.run(engine_stats).values())
-            padding = stats["real_tokens"] / stats["padded_tokens"] if stats.get("padded_tokens") else None
-            result.timeline.append((time.perf_counter() - start, rows_done, padding))
-            bar(rows_done, time.perf_counter() - start)
-            continue
-        parts = parts_of.pop(job.target)  # the file is done: its partitions may leave worker memory
-        if future.status == "error":
-            where = next((f"partition {i + 1} of {len(parts)}" for i, part in enumerate(parts) if part.status == "error"), None)
-            message = describe_failure(job.source, future.exception(), where=where, classifiers=classifiers, client=client)
-            _fail(result, job, message, say, total)
-            continue
-        summary = future.result()
-        summaries.append(summary)
-        outcome = FileOutcome(job.source, job.target, "written", rows=summary["rows"], seconds=time.perf_counter() - start)
-        result.files.append(outcome)
-        say(f"[{len(result.written) + len(result.failed)}/{total}] wrote {job.target} ({summary['rows']} rows)")
-    result.seconds = time.perf_counter() - start
-    bar(None, result.seconds)
+                where = next((f"partition {i + 1} of {len(parts)}" for i, part in enumerate(parts) if part.status == "error"), None)
+                message = describe_failure(job.source, future.exception(), where=where, classifiers=classifiers, client=client)
+                _fail(result, job, message, say, total)
+                continue
+            summary = future.result()
+            summaries.append(summary)
+            outcome = FileOutcome(job.source, job.target, "written", rows=summary["rows"], seconds=time.perf_counter() - start)
+            result.files.append(outcome)
+            say(f"[{len(result.written) + len(result.failed)}/{total}] wrote {job.target} ({summary['rows']} rows)")
+        result.seconds = time.perf_counter() - start
+        result.timeline = list(bar.timeline)
     stats = _add_counts(client.run(engine_stats).values())
     result.real_tokens, result.padded_tokens, result.batches = (stats.get(k, 0) for k in ("real_tokens", "padded_tokens", "batches"))
     result.rows = sum(summary["rows"] for summary in summaries)
@@ -402,9 +401,21 @@ def _add_counts(counts: Any) -> Counter:
     return total
 
 
-def _progress_bar(progress: bool | None, total: int | None) -> Callable[[int | None, float], None]:
-    """A per-partition progress line on stderr (placeholder until :mod:`nemo_cls_dask.progress`)."""
-    return lambda rows, seconds: None
+def _total_rows(jobs: Sequence[FileJob], classifiers: Sequence[Any]) -> int | None:
+    """Rows the progress bar counts to: known from parquet footers; None (no ETA) otherwise.
+
+    Also None when a classifier filters rows, since the bar counts rows written.
+    """
+    if any(getattr(classifier, "filter_by", None) for classifier in classifiers):
+        return None
+    if any(job.input_format != "parquet" for job in jobs):
+        return None
+    import pyarrow.parquet as pq
+
+    try:
+        return sum(pq.read_metadata(job.source).num_rows for job in jobs)
+    except (OSError, ValueError):
+        return None
 
 
 def describe_failure(

@@ -84,7 +84,7 @@ def test_result_object_of_classify_files(tmp_path, varied_texts, head_checkpoint
     assert [point[1] for point in result.timeline] == sorted(point[1] for point in result.timeline)
     # doc ids are never labels the model knows: every row has an unknown true label
     assert result.unknown_truth_rows == 18 and result.accuracy == 0.0 and result.accuracy_on_known_labels is None
-    assert not client.cluster is None and client.status == "running"  # a given client stays open
+    assert client.status == "running"  # a given client stays open
     again = classify_files(source, tmp_path / "out", classifier, client=client, truth_field="doc")
     assert [o.status for o in again.files] == ["skipped"] * 3 and again.rows == 0
 
@@ -224,3 +224,15 @@ def test_truth_field_accuracy_on_known_labels(tmp_path, varied_texts, head_check
     out = capsys.readouterr().out
     assert "accuracy on 12 rows with a 'gold' label: 0.667" in out
     assert "4 of them have a true label the model cannot predict; accuracy on the 8 rows with a label it knows: 1.000" in out
+
+
+def test_progress_shows_rows_rate_and_eta_only_when_asked_or_on_a_terminal(tmp_path, varied_texts, head_checkpoint, client, capsys):
+    source = make_folder(tmp_path / "in", varied_texts, 5, files=2)
+    classifier = DistributedDataClassifier(model_identifier=head_checkpoint)
+    classify_files(source, tmp_path / "quiet", classifier, client=client)  # stderr is not a terminal here
+    assert "classify" not in capsys.readouterr().err
+    result = classify_files(source, tmp_path / "shown", classifier, client=client, progress=True)
+    err = capsys.readouterr().err
+    assert "classify" in err and "10/10" in err and "doc/s" in err  # total from the parquet footers: an ETA
+    assert result.timeline[0] == (0.0, 0, None) and result.timeline[-1][1] == 10
+    assert 0 < result.timeline[-1][2] <= 1  # padding efficiency so far
