@@ -140,8 +140,8 @@ def query_operator(model: Any, text_field: str, measure: str, *, embeddings: boo
                "embedding_field": EMBEDDING_COLUMN if embeddings else None}
     if isinstance(model, DistributedDataClassifier):
         if not model.own_columns:  # the generic label/score columns: write only the private label
-            options |= {"label_field": LABEL_COLUMN, "score_field": None}
-        operator = model.with_options(**options)
+            options |= {"label_field": LABEL_COLUMN, "score_field": None, "score_format": "list"}
+        operator = model.with_options(**options)  # a checked copy
     else:
         operator = model.as_operator(text_field=text_field)
         if not isinstance(operator, DistributedDataClassifier):

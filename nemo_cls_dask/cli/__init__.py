@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import NemoClsDaskError
 
 #: The command modules, in the order ``--help`` lists them.
-COMMANDS = ("classify", "train")
+COMMANDS = ("classify", "train", "distill")
 
 
 def build_parser() -> argparse.ArgumentParser:

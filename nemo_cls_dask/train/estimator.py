@@ -115,7 +115,8 @@ class TextClassifier(TorchTextEstimator):
         Seeds weights of the head, dropout, shuffling and the validation split; the same
         seed on CPU gives identical weights. The global torch RNG is left untouched.
     verbose
-        tqdm progress bars with the loss and per-epoch validation metrics.
+        Per-epoch validation metrics and progress bars (see ``progress`` of :meth:`fit`);
+        False keeps training silent unless ``fit(..., progress=True)``.
     warm_start
         If fitted already (or loaded with :meth:`from_pretrained`), ``fit`` continues from
         the current weights and labels instead of starting afresh.
@@ -237,6 +238,7 @@ class TextClassifier(TorchTextEstimator):
         label_field: str | list[str] = "label",
         validation: Any = None,
         sample_weight: Any = None,
+        progress: bool | None = None,
     ) -> TextClassifier:
         """Train on ``X`` and return self.
 
@@ -246,6 +248,8 @@ class TextClassifier(TorchTextEstimator):
         tuple; None holds out ``validation_fraction`` of the training rows.
         ``sample_weight``: per-row weights (array for in-memory data, or a column name).
         Dask frames are read one partition at a time and never collected.
+        ``progress``: bars for embedding (frozen backbone) and each epoch, with rows done,
+        rows/s and ETA; None shows them when stderr is a terminal and ``verbose`` is on.
         """
         self._check_params()
         frame, text_field, label_fields = self._fit_frame(X, y, text_field, label_field)
@@ -291,7 +295,8 @@ class TextClassifier(TorchTextEstimator):
                                                       has_validation=valid is not None or self.validation_fraction > 0)
             settings = copy.copy(self)  # the estimator as the loop reads it: automatic values resolved
             vars(settings).update(self.training_plan_.estimator_params())
-            run = TransformerRun(settings, model, tokenizer, device, train, valid, label2id, loss_weights, n_rows)
+            run = TransformerRun(settings, model, tokenizer, device, train, valid, label2id, loss_weights, n_rows,
+                                 progress=progress if progress is not None or self.verbose else False)
             run.train()
         # fitted state
         self.model_ = model.eval()

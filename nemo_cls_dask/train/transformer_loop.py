@@ -23,6 +23,7 @@ from ..engine import BatchSettings, autocast_dtype, run_model
 from ..errors import NemoClsDaskError
 from ..models.heads import BackboneHeadModel, pool, right_align
 from ..models.loading import LoadedModel, ModelInfo
+from ..progress import progress_bar
 from ..tokenization import EncodedTexts, encode
 from . import data as D
 from .base import SINGLE_LABEL
@@ -53,8 +54,9 @@ class TransformerRun:
 
     def __init__(self, est: Any, model: BackboneHeadModel, tokenizer: Any, device: torch.device,
                  train: D.FrameSource, valid: D.FrameSource | None, label2id: dict[str, int] | None,
-                 loss_weights: torch.Tensor | None, n_rows: int) -> None:
+                 loss_weights: torch.Tensor | None, n_rows: int, progress: bool | None = None) -> None:
         self.est, self.model, self.tokenizer, self.device = est, model, tokenizer, device
+        self.progress = progress  # True/False, or None: bars when stderr is a terminal
         self.train_source, self.valid_source = train, valid
         self.label2id, self.loss_weights = label2id, loss_weights
         self.problem = est.problem_type
@@ -159,10 +161,7 @@ class TransformerRun:
             self.model.load_state_dict(self.restore_state)
 
     def _progress_bar(self, epoch: int, total: int):
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, desc=f"epoch {epoch + 1}/{self.est.epochs}", unit="row",
-                    disable=not self.est.verbose, leave=True, dynamic_ncols=True)
+        return progress_bar(total, desc=f"epoch {epoch + 1}/{self.est.epochs}", unit="row", progress=self.progress)
 
     def _train_full(self) -> None:
         est, model = self.est, self.model
@@ -243,11 +242,15 @@ class TransformerRun:
                          max_len=int(self.est.max_len), tokenizer_path=Path("."), config={})
         loaded = LoadedModel(info, pooled, self.tokenizer, self.device)
         vectors, targets, weights = [], [], []
+        total = {"train": self.n_train_rows, "valid": self.n_rows - self.n_train_rows if self.split else None}[side]
+        bar = progress_bar(total, desc=f"embedding {side} rows", unit="row", progress=self.progress)
         for index in range(self._n_chunks(side)):
             encoded, target, weight = self._prepared(index, side)
-            vectors.append(run_model(loaded, encoded, BatchSettings(batch_tokens=None, autocast=self.est.autocast)))
+            vectors.append(run_model(loaded, encoded, BatchSettings(batch_tokens=None, autocast=self.est.autocast), on_batch=bar.update))
+            bar.update(int((~encoded.valid).sum()))  # rows without text are not batched
             targets.append(target)
             weights.append(weight)
+        bar.close()
         hidden_states = torch.cat(vectors) if vectors else torch.zeros((0, hidden), device=self.device)
         result = (hidden_states, np.concatenate(targets), np.concatenate(weights))
         self._embeddings[side] = result
