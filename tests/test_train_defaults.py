@@ -181,7 +181,7 @@ def test_train_help_shows_every_default(monkeypatch):
         assert re.search(re.escape(option) + r" [A-Z_]+ .*?\(default: auto\)", text), option
     for shown in ("(default: 4096)", "(default: 0.1)", "(default: linear)", "(default: 128)", "(default: single_label)"):
         assert shown in text
-    assert "3e-3 with --frozen-backbone" in text and "auto: 1e-4" in text
+    assert "1e-2 with --frozen-backbone" in text and "auto: 1e-4" in text
 
 
 def test_cli_prints_the_settings_and_the_near_chance_warning(tmp_path, capsys):
@@ -195,5 +195,5 @@ def test_cli_prints_the_settings_and_the_near_chance_warning(tmp_path, capsys):
                      "--frozen-backbone", "--max-len", "16", "--quiet"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert "settings: frozen_backbone:" in captured.out and "head lr 0.003" in captured.out
+    assert "settings: frozen_backbone:" in captured.out and "head lr 0.01" in captured.out
     assert "warning: The trained model is near chance" in captured.err

@@ -6,7 +6,7 @@ calls :func:`resolve_training_plan` with the number of training rows and gets co
 values. The two modes need very different settings:
 
 * **frozen backbone** (only the linear head learns, on embeddings computed once): a head
-  learning rate around ``3e-3`` and a few hundred optimizer steps. The old shared default
+  learning rate of ``1e-2`` and a few hundred optimizer steps. The old shared default
   (``5e-5`` for 3 epochs) left the head near its random start: chance accuracy.
 * **full fine-tune**: a small backbone learning rate and a much larger one for the new,
   randomly initialised head, with warmup; epochs scaled up for small data so that it still
@@ -34,7 +34,7 @@ from .data import MISSING_KEY, ROWS_KEY
 AUTO = "auto"
 
 #: Frozen backbone: learning rate of the head, optimizer steps aimed for, epoch range, patience.
-FROZEN_HEAD_LR = 3e-3
+FROZEN_HEAD_LR = 1e-2
 FROZEN_TARGET_STEPS = 300
 FROZEN_EPOCHS = (10, 200)
 FROZEN_PATIENCE = 5
