@@ -58,11 +58,11 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     train.add_argument("--validation", default=None, help="validation jsonl/parquet file or folder (default: hold out --validation-fraction)")
     train.add_argument("--validation-fraction", type=float, default=0.1, help="share of the training rows held out without --validation")
     train.add_argument("--epochs", type=_auto(int), default="auto",
-                       help="auto: enough for a few hundred optimizer steps (frozen: 10-200 epochs; full fine-tune: 3-8)")
+                       help="auto: enough for a few hundred optimizer steps (frozen: 10-200 epochs; full fine-tune: 3-6)")
     train.add_argument("--lr", type=_auto(float), default="auto",
                        help="learning rate of the backbone (auto: 1e-4); with --frozen-backbone, of the head unless --head-lr is given")
     train.add_argument("--head-lr", type=_auto(float), default="auto",
-                       help="learning rate of the head (auto: 1e-2 with --frozen-backbone, else 2e-3)")
+                       help="learning rate of the head (auto: 1e-2 with --frozen-backbone, else 1e-3)")
     train.add_argument("--lr-schedule", default="linear", choices=["linear", "cosine", "constant"], help="decay after the warmup")
     train.add_argument("--warmup-ratio", type=float, default=0.1, help="share of training with a linearly rising learning rate")
     train.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (none on biases and norms)")

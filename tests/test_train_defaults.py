@@ -181,7 +181,12 @@ def test_train_help_shows_every_default(monkeypatch):
         assert re.search(re.escape(option) + r" [A-Z_]+ .*?\(default: auto\)", text), option
     for shown in ("(default: 4096)", "(default: 0.1)", "(default: linear)", "(default: 128)", "(default: single_label)"):
         assert shown in text
-    assert "1e-2 with --frozen-backbone" in text and "auto: 1e-4" in text
+    # The help text (written out, so that --help needs no torch import) matches the constants.
+    rate = lambda value: f"{value:.0e}".replace("e-0", "e-")  # noqa: E731  1e-2, not 1e-02
+    assert f"auto: {rate(D.FROZEN_HEAD_LR)} with --frozen-backbone, else {rate(D.FINETUNE_HEAD_LR)}" in text
+    assert f"auto: {rate(D.FINETUNE_BACKBONE_LR)}" in text
+    assert f"frozen: {D.FROZEN_EPOCHS[0]}-{D.FROZEN_EPOCHS[1]} epochs; full fine-tune: {D.FINETUNE_EPOCHS[0]}-{D.FINETUNE_EPOCHS[1]}" in text
+    assert f"auto: {D.FROZEN_PATIENCE} with --frozen-backbone, else {D.FINETUNE_PATIENCE}" in text
 
 
 def test_cli_prints_the_settings_and_the_near_chance_warning(tmp_path, capsys):
