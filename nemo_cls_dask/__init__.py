@@ -5,6 +5,7 @@
 >>> out = DistributedDataClassifier(model_identifier="debian-topics", label_field="topic")(ddf)
 """
 
+from . import progress  # noqa: F401  (first: quiets tqdm.auto's widget warning before dependencies import it)
 from .active import ActiveLearner, query
 from .classifiers import (
     ComposedClassifier,
@@ -24,16 +25,20 @@ from .classifiers import (
 from .cluster import get_client
 from .distill import DistillResult, distill
 from .engine import engine_stats, reset_engine_stats
+from .files import ClassifyFilesResult, FileOutcome, classify_files
 from .errors import InputError, ModelLoadError, ModelNotFoundError, NemoClsDaskError
 from .lightweight import KimCNNClassifier, SklearnOperator, SklearnTextClassifier, TextVocab
 from .models import BackboneHeadModel, describe_model, load_counts
 from .models.composed import ComposedModel, compose
+from .report import write_report
 from .train import TextClassifier, TrainingError
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ActiveLearner",
+    "ClassifyFilesResult",
+    "FileOutcome",
     "BackboneHeadModel",
     "ComposedClassifier",
     "ComposedModel",
@@ -60,6 +65,7 @@ __all__ = [
     "ModelNotFoundError",
     "NemoClsDaskError",
     "classify",
+    "classify_files",
     "compose",
     "describe_model",
     "distill",
@@ -68,4 +74,5 @@ __all__ = [
     "load_counts",
     "query",
     "reset_engine_stats",
+    "write_report",
 ]

@@ -1,13 +1,9 @@
 """``nemo-cls-dask train``: fine-tune a classifier on a jsonl/parquet file or folder.
 
 The saved folder loads with ``nemo-cls-dask classify --model DIR`` and
-``DistributedDataClassifier(model_identifier=DIR)``. Wire it into the main parser with::
-
-    from .cli_train import add_train_parser, run_train
-    add_train_parser(commands)            # commands = parser.add_subparsers(...)
-    ...
-    if args.command == "train":
-        return run_train(args)
+``DistributedDataClassifier(model_identifier=DIR)``. :mod:`nemo_cls_dask.cli` registers it
+(through :mod:`nemo_cls_dask.cli.train`); the options shared with ``classify`` come from
+:mod:`nemo_cls_dask.cli.options`.
 """
 
 from __future__ import annotations
@@ -22,6 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from .cli.options import add_engine_options, add_overwrite, add_text_field, autocast_value
 from .errors import NemoClsDaskError
 
 
@@ -46,7 +43,7 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     train.add_argument("input", help="training data: jsonl/parquet file or folder")
     train.add_argument("--out", required=True, help="folder to save the classifier to")
-    train.add_argument("--text-field", default="text", help="text column")
+    add_text_field(train)
     train.add_argument("--label-field", default="label", help="label column (regression: comma-separated target columns)")
     train.add_argument("--problem", default="single_label", choices=["single_label", "multi_label", "regression"],
                        help="softmax + cross-entropy, sigmoid + BCE with tuned thresholds, or MSE")
@@ -66,8 +63,8 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     train.add_argument("--lr-schedule", default="linear", choices=["linear", "cosine", "constant"], help="decay after the warmup")
     train.add_argument("--warmup-ratio", type=float, default=0.1, help="share of training with a linearly rising learning rate")
     train.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (none on biases and norms)")
-    train.add_argument("--batch-tokens", type=int, default=4096, help="tokens per training batch (rows x padded length)")
-    train.add_argument("--max-batch-rows", type=int, default=64, help="rows per training batch at most")
+    add_engine_options(train, batch_tokens=4096, max_batch_rows=64,
+                       batch_tokens_help="tokens per training batch (rows x padded length)")
     train.add_argument("--grad-accum", type=int, default=1, help="batches per optimizer step")
     train.add_argument("--max-len", type=int, default=128, help="tokens per text")
     train.add_argument("--pooling", default="mean", choices=["mean", "cls"], help="how token states become one vector")
@@ -79,14 +76,11 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
                        "auto: 5 with --frozen-backbone, else 2 (when there is validation data); off: train every epoch")
     train.add_argument("--layerwise-lr-decay", type=float, default=1.0, help="each encoder layer down gets this times the lr above it")
     train.add_argument("--gradual-unfreezing", action="store_true", help="epoch 1 trains the head only; each later epoch unfreezes a layer")
-    train.add_argument("--autocast", default="auto", choices=["auto", "bf16", "fp16", "fp32"], help="auto: bf16/fp16 on GPU; bf16 on CPUs with AVX512-BF16/AMX, else fp32")
     train.add_argument("--in-memory", action="store_true", help="load the whole input into memory (default: stream dask partitions)")
     train.add_argument("--seed", type=int, default=0, help="seed of the head, dropout, shuffling and validation split")
-    train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    train.add_argument("--cache-dir", default=None, help="Hugging Face cache folder (default: the standard one)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
-    train.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
-    train.set_defaults(command="train")
+    add_overwrite(train, "replace an existing --out folder")
+    train.set_defaults(command="train", run=run_train)
     return train
 
 
@@ -108,10 +102,6 @@ def _auto(kind: type, off: bool = False):
 def _automatic(value: Any) -> Any:
     """The estimator's value for an option: None for 'auto', 'off' -> None for early stopping."""
     return None if value in ("auto", "off") else value
-
-
-def _autocast(value: str) -> Any:
-    return {"auto": True, "fp32": False}.get(value, value)
 
 
 def build_estimator(args: argparse.Namespace):
@@ -136,7 +126,7 @@ def build_estimator(args: argparse.Namespace):
         max_batch_rows=args.max_batch_rows,
         gradient_accumulation_steps=args.grad_accum,
         class_weight=args.class_weight,
-        autocast=_autocast(args.autocast),
+        autocast=autocast_value(args.autocast),
         validation_fraction=args.validation_fraction,
         early_stopping_patience="auto" if args.early_stopping == "auto" else _automatic(args.early_stopping),
         layerwise_lr_decay=args.layerwise_lr_decay,

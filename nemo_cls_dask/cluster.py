@@ -29,6 +29,12 @@ def visible_gpu_count() -> int:
         return 0
 
 
+def workers_have_gpus(client: Any) -> bool:
+    """True when every worker of ``client``'s cluster sees at least one CUDA GPU."""
+    counts = client.run(visible_gpu_count)
+    return bool(counts) and all(count > 0 for count in counts.values())
+
+
 def get_client(
     address: str | None = None,
     *,
@@ -59,8 +65,8 @@ def get_client(
     """
     from distributed import Client, LocalCluster
 
-    if device not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    check_cluster_options(address, scheduler_file=scheduler_file, device=device, n_workers=n_workers,
+                          threads_per_worker=threads_per_worker, **cluster_options)
     if address is not None or scheduler_file is not None:
         return Client(address, scheduler_file=scheduler_file)
     cluster_options.setdefault("dashboard_address", ":0")
@@ -86,3 +92,80 @@ def get_client(
     workers = n_workers or max(1, cores // max(1, threads_per_worker))
     cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=True, **cluster_options)
     return Client(cluster)
+
+
+def check_cluster_options(
+    address: str | None = None,
+    *,
+    scheduler_file: str | None = None,
+    device: str = "auto",
+    n_workers: int | None = None,
+    threads_per_worker: int = 1,
+    **cluster_options: Any,
+) -> None:
+    """Raise :class:`~nemo_cls_dask.errors.InputError` for options no cluster can start with.
+
+    Called by :func:`get_client` and before any work starts, so that ``n_workers=-1`` is an
+    error at once instead of a cluster with no workers that waits forever.
+    """
+    from .errors import InputError
+
+    if device not in DEVICES:
+        raise InputError(f"device must be one of {DEVICES}, got {device!r}.")
+    if address is not None and scheduler_file is not None:
+        raise InputError("Give a scheduler address or a scheduler file, not both.")
+    if scheduler_file is not None and not os.path.isfile(scheduler_file):
+        raise InputError(f"Scheduler file {scheduler_file} does not exist.")
+    for name, value in (("n_workers", n_workers), ("threads_per_worker", threads_per_worker)):
+        if value is None and name == "n_workers":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{name} must be a whole number of at least 1, got {value!r}.")
+    limit = cluster_options.get("memory_limit")
+    if limit is not None and not isinstance(limit, str) and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit < 0):
+        raise InputError(f"memory_limit must be a size such as '4GiB', a number of bytes, 0 or 'auto'; got {limit!r}.")
+    if isinstance(limit, str) and limit not in ("auto",):
+        from dask.utils import parse_bytes
+
+        try:
+            if parse_bytes(limit) < 0:
+                raise ValueError
+        except (ValueError, TypeError):
+            raise InputError(f"memory_limit must be a size such as '4GiB', a number of bytes, 0 or 'auto'; got {limit!r}.") from None
+
+
+def close_client(client: Any) -> None:
+    """Close ``client`` and, if it started a local cluster, that cluster too."""
+    cluster = client.cluster
+    client.close()
+    if cluster is not None:
+        cluster.close()
+
+
+def memory_advice(classifiers: Any, client: Any = None) -> str:
+    """What memory the models need (from their weights' size) against the workers' limit."""
+    from dask.utils import format_bytes
+
+    weights = 0
+    for classifier in classifiers or ():
+        try:
+            folder = classifier.describe().path
+        except Exception:  # the advice must never hide the original error
+            continue
+        weights += sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+    limits = set()
+    if client is not None:
+        try:
+            limits = {w.get("memory_limit") for w in client.scheduler_info().get("workers", {}).values()}
+        except Exception:
+            limits = set()
+    need = (
+        f"The model weights take {format_bytes(weights)}; a worker needs about {format_bytes(2 * weights + 2**30)} "
+        f"(weights, a copy while loading, and ~1 GiB for the runtime and a batch)"
+        if weights else "The model's memory need is unknown"
+    )
+    limit = f"; the workers' memory limit is {', '.join(format_bytes(x) if x else 'none' for x in sorted(limits, key=lambda x: x or 0))}" if limits else ""
+    return (
+        f"{need}{limit}. Give workers more memory (memory_limit / fewer workers), or lower --max-chars "
+        f"or --batch-tokens if one row is huge."
+    )

@@ -70,7 +70,10 @@ def label_column(names: tuple[str, ...], codes: torch.Tensor, valid: np.ndarray,
 
 
 def float_column(values: torch.Tensor, valid: np.ndarray, like: Any, dtype: str) -> Any:
-    """Float column holding NaN (not null) for invalid rows, as on pandas."""
+    """Float column holding NaN (not null) for invalid rows, as on pandas.
+
+    ``cudf.Series`` turns NaN into null by default (``nan_as_null``), hence the explicit False.
+    """
     import cudf
     import cupy
 
@@ -93,7 +96,6 @@ def float_list_column(matrix: torch.Tensor, valid: np.ndarray, like: Any) -> Any
     width = int(matrix.shape[1]) if matrix.ndim == 2 else 0
     try:
         import cupy
-        import pylibcudf as plc
 
         keep = cupy.asarray(valid)
         values = device_array(matrix).astype(cupy.float32).reshape(rows, width)
@@ -118,7 +120,7 @@ def label_list_column(names: tuple[str, ...], chosen: torch.Tensor, valid: np.nd
         flags = device_array(chosen).astype(cupy.bool_)
         flags[~cupy.asarray(valid)] = False
         positions = (cupy.flatnonzero(flags) % max(len(names), 1)).astype(cupy.int32)
-        table = plc.Table([plc.interop.from_arrow(pa.array(list(names), type=pa.string()))])
+        table = plc.Table([plc.Column.from_arrow(pa.array(list(names), type=pa.string()))])
         picked = plc.copying.gather(table, _plc_column(positions), plc.copying.OutOfBoundsPolicy.DONT_CHECK)
         series = _list_series(_offsets(flags.sum(axis=1, dtype=cupy.int32)), picked.columns()[0], valid)
     except Exception as error:  # noqa: BLE001 - another RAPIDS API: same values via the host
@@ -152,7 +154,7 @@ def to_pandas_frame(frame: Any) -> pd.DataFrame:
         column = frame[name]
         if isinstance(column.dtype, cudf.ListDtype):
             out[name] = pd.Series(pd.arrays.ArrowExtensionArray(column.to_arrow()), index=out.index)
-        elif column.dtype.kind in "iu" and column.null_count:
+        elif getattr(column.dtype, "kind", "") in ("i", "u") and column.null_count:
             out[name] = column.to_pandas(nullable=True).set_axis(out.index)
         elif column.dtype == "object" or str(column.dtype) == "str":
             out[name] = out[name].astype(frames.LABEL_DTYPE)

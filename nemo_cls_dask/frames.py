@@ -263,6 +263,26 @@ def to_arrow_table(frame: Any, preserve_index: bool = True) -> pa.Table:
     return pa.Table.from_pandas(frame, preserve_index=preserve_index)
 
 
+def on_backend(frame: Any, backend: str) -> Any:
+    """A dask (or pandas/cuDF) frame with ``backend``'s partitions (``pandas`` or ``cudf``).
+
+    Files are read on the host (so reader options such as ``encoding_errors`` apply exactly
+    as for pandas) and moved to cuDF with ``to_backend``: the text goes to the tokenizer on
+    the CPU anyway, and the output columns are then built on the GPU.
+    """
+    if backend not in ("pandas", "cudf"):
+        raise InputError(f"backend must be 'pandas' or 'cudf' here, got {backend!r}.")
+    if is_cudf(getattr(frame, "_meta", frame)) == (backend == "cudf"):
+        return frame
+    if is_dask(frame):
+        return frame.to_backend(backend)
+    if backend == "cudf":
+        import cudf
+
+        return cudf.from_pandas(frame)
+    return to_pandas_frame(frame)
+
+
 def resolve_backend(requested: str, *, gpu_cluster: bool, cudf_installed: bool | None = None) -> str:
     """The partition backend for ``requested`` (``auto``, ``pandas`` or ``cudf``).
 

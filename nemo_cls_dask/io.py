@@ -1,4 +1,4 @@
-"""Reading jsonl/parquet files or folders into dask DataFrames, and writing results back.
+"""Reading parquet/jsonl/csv/tsv files or folders into dask DataFrames, and writing results back.
 
 The CLI is a thin shell over these functions, so everything it does is also available
 from Python.
@@ -17,7 +17,14 @@ the planned outputs are removed
 (:func:`~nemo_cls_dask.output_folder.remove_own_temporaries`). Readers of this package ignore names starting
 with ``.`` or ``_``, so a temporary file is never read as input either.
 
-Invalid UTF-8 in jsonl input is an error by default (:class:`~nemo_cls_dask.errors.InputError`
+Formats read: parquet (``.parquet``, ``.pq``), jsonl (``.jsonl``, ``.json``), csv (``.csv``)
+and tsv (``.tsv``), the text formats also gzipped (``.gz``). csv/tsv columns are read as
+text. Written: parquet and jsonl (csv/tsv input is written as parquet). In a folder, names
+starting with ``.`` or ``_`` are skipped, as are files inside folders so named (``.git/``).
+:func:`file_columns` reads one file's columns from its metadata or first line, so every
+input can be checked before any work starts.
+
+Invalid UTF-8 in jsonl/csv input is an error by default (:class:`~nemo_cls_dask.errors.InputError`
 naming the file and line, see :func:`find_invalid_utf8`); ``encoding_errors="replace"``
 reads such bytes as U+FFFD instead.
 """
@@ -32,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dask
 import dask.dataframe as dd
 import pandas as pd
 import pyarrow as pa
@@ -41,35 +49,112 @@ from .output_folder import OutputError, temporary_name  # noqa: F401  (OutputErr
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
+CSV_SUFFIXES = (".csv", ".csv.gz")
+TSV_SUFFIXES = (".tsv", ".tsv.gz")
+INPUT_SUFFIXES = {"parquet": PARQUET_SUFFIXES, "jsonl": JSONL_SUFFIXES, "csv": CSV_SUFFIXES, "tsv": TSV_SUFFIXES}
+READ_FORMATS_TEXT = ".parquet/.pq, .jsonl/.json, .csv and .tsv (the text formats also as .gz)"
 SAMPLE_PATH = Path(__file__).resolve().parent / "data" / "debian_sample.parquet"
-FORMATS = ("parquet", "jsonl")
+FORMATS = ("parquet", "jsonl")  # written
 ENCODING_ERRORS = ("strict", "replace")
 
 
 def _suffix(path: Path) -> str:
     name = path.name.lower()
-    for suffix in PARQUET_SUFFIXES + JSONL_SUFFIXES:
-        if name.endswith(suffix):
-            return suffix
+    for suffixes in INPUT_SUFFIXES.values():
+        for suffix in suffixes:
+            if name.endswith(suffix):
+                return suffix
     return path.suffix.lower()
+
+
+def file_format(path: str | Path) -> str | None:
+    """``"parquet"``, ``"jsonl"``, ``"csv"`` or ``"tsv"`` from the name of ``path``; None for others."""
+    suffix = _suffix(Path(path))
+    return next((kind for kind, suffixes in INPUT_SUFFIXES.items() if suffix in suffixes), None)
+
+
+def has_data_suffix(path: str | Path) -> bool:
+    """True when ``path`` ends like a data file this package reads."""
+    return file_format(path) is not None
+
+
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith((".", "_")) for part in relative.parts)
 
 
 def input_files(path: str | Path) -> tuple[list[Path], str]:
     """The data files at ``path`` (a file, or a folder searched recursively) and their format.
 
-    Names starting with ``.`` or ``_`` (temporary files, ``_SUCCESS`` markers) are ignored.
+    In a folder, names starting with ``.`` or ``_`` (temporary files, ``_SUCCESS`` markers)
+    are ignored, and so is everything inside folders so named (``.git/``, ``_tmp/``).
     """
     path = Path(path).expanduser()
     if not path.exists():
         raise InputError(f"Input {path} does not exist.")
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith((".", "_")))
-    parquet = [p for p in files if _suffix(p) in PARQUET_SUFFIXES]
-    jsonl = [p for p in files if _suffix(p) in JSONL_SUFFIXES]
-    if parquet and jsonl:
-        raise InputError(f"{path} mixes parquet and jsonl files; give one format at a time.")
-    if not parquet and not jsonl:
-        raise InputError(f"No .parquet or .jsonl files found at {path}.")
-    return (parquet, "parquet") if parquet else (jsonl, "jsonl")
+    if path.is_file():
+        if file_format(path) is None:
+            raise InputError(f"{path} is not a data file this package reads; it reads {READ_FORMATS_TEXT}.")
+        return [path], str(file_format(path))
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p.relative_to(path)))
+    kinds = {kind: [p for p in files if file_format(p) == kind] for kind in INPUT_SUFFIXES}
+    found = {kind: paths for kind, paths in kinds.items() if paths}
+    if len(found) > 1:
+        raise InputError(f"{path} mixes {' and '.join(found)} files; give one format at a time.")
+    if not found:
+        raise InputError(
+            f"No data files found at {path}: it reads {READ_FORMATS_TEXT}; names starting with '.' or '_' are skipped."
+        )
+    kind, paths = next(iter(found.items()))
+    return paths, kind
+
+
+def file_columns(path: str | Path, encoding_errors: str = "strict") -> list[str]:
+    """The column names of one data file, read from its metadata (parquet) or first line.
+
+    Raises :class:`InputError` naming the file when it is empty, cannot be read, or is not
+    of its suffix's format. Reads no data beyond the first line of a text file.
+    """
+    import gzip
+
+    path = Path(path)
+    kind = file_format(path)
+    if kind is None:
+        raise InputError(f"{path} is not a data file this package reads; it reads {READ_FORMATS_TEXT}.")
+    try:
+        if path.stat().st_size == 0:
+            raise InputError(f"{path} is empty (0 bytes).")
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            schema = pq.read_schema(path)
+            return [name for name in schema.names if not name.startswith("__index_level_")]
+        opener = gzip.open if path.name.lower().endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8", errors=encoding_errors, newline="") as handle:
+            first = next((line for line in handle if line.strip()), None)
+        if first is None:
+            raise InputError(f"{path} is empty (no rows).")
+        if kind == "jsonl":
+            row = json.loads(first)
+            if not isinstance(row, dict):
+                raise InputError(f"{path} is not jsonl: its first line is not a JSON object.")
+            return list(row)
+        import csv
+
+        return next(csv.reader([first], delimiter="," if kind == "csv" else "\t"))
+    except InputError:
+        raise
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: invalid UTF-8 ({error}); pass encoding_errors='replace' (--encoding-errors replace) to read it as U+FFFD") from error
+    except (OSError, ValueError, EOFError) as error:  # pyarrow.ArrowInvalid is a ValueError
+        raise InputError(f"{path} cannot be read as {kind}: {type(error).__name__}: {error}") from error
+
+
+def check_columns(path: str | Path, required: Sequence[str], encoding_errors: str = "strict") -> None:
+    """Raise :class:`InputError` naming ``path`` when it cannot be read or lacks a ``required`` column."""
+    columns = file_columns(path, encoding_errors)
+    missing = [name for name in required if name not in columns]
+    if missing:
+        raise InputError(f"{path} has no column(s) {missing}; its columns: {columns}.")
 
 
 def read_frame(
@@ -79,10 +164,10 @@ def read_frame(
     min_partitions: int = 1,
     encoding_errors: str = "strict",
 ) -> dd.DataFrame:
-    """Read jsonl or parquet file(s) at ``path`` as a dask DataFrame.
+    """Read parquet, jsonl, csv or tsv file(s) at ``path`` as a dask DataFrame.
 
     Small inputs are split into at least ``min_partitions`` partitions so every worker
-    has work. ``encoding_errors`` (jsonl only): ``"strict"`` fails on invalid UTF-8,
+    has work. ``encoding_errors`` (text formats only): ``"strict"`` fails on invalid UTF-8,
     ``"replace"`` reads it as U+FFFD.
     """
     if encoding_errors not in ENCODING_ERRORS:
@@ -90,15 +175,28 @@ def read_frame(
     files, kind = input_files(path)
     if kind == "parquet":
         frame = dd.read_parquet([str(p) for p in files])
-    else:
-        compression = "gzip" if str(files[0]).endswith(".gz") else None
-        frame = dd.read_json(
+    elif kind in ("csv", "tsv"):
+        compression = "gzip" if str(files[0]).lower().endswith(".gz") else None
+        frame = dd.read_csv(
             [str(p) for p in files],
-            lines=True,
+            sep="," if kind == "csv" else "\t",
+            dtype=str,  # text: no per-block type guesses that disagree between blocks
             blocksize=None if compression else blocksize,
             compression=compression,
-            errors=encoding_errors,
+            encoding_errors=encoding_errors,
         )
+    else:
+        compression = "gzip" if str(files[0]).endswith(".gz") else None
+        # dask's convert-string would turn list values into their Python repr ("['a']"):
+        # keep object columns as they are (text columns are strings anyway).
+        with dask.config.set({"dataframe.convert-string": False}):
+            frame = dd.read_json(
+                [str(p) for p in files],
+                lines=True,
+                blocksize=None if compression else blocksize,
+                compression=compression,
+                errors=encoding_errors,
+            )
     if frame.npartitions < min_partitions:
         frame = frame.repartition(npartitions=min_partitions)
     return frame
@@ -142,7 +240,7 @@ def plan_files(source: str | Path, output: str | Path, fmt: str | None = None) -
         raise InputError(f"Output format must be 'parquet' or 'jsonl', got {fmt!r}.")
     files, kind = input_files(source)
     root = source if source.is_dir() else source.parent
-    out_format = fmt or kind
+    out_format = fmt or (kind if kind in FORMATS else "parquet")
     jobs: list[FileJob] = []
     seen: dict[Path, Path] = {}
     for file in files:

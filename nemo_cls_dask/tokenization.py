@@ -3,11 +3,18 @@
 Padding every row to ``max_length`` up front (what CrossFit does) wastes most of the
 compute on short text. Here each text becomes just its own ids, stored flat with offsets,
 and :mod:`nemo_cls_dask.batching` pads each batch only to its own longest row.
+
+Limits on untrusted text: a fast tokenizer keeps hundreds of bytes per token of a text it
+is given, even when it truncates the result, so memory grows with the text's length.
+So no more than :func:`default_max_chars` characters of a row reach the tokenizer
+(``max_chars`` overrides it), and long documents are tokenized in pieces of at most
+:data:`PIECE_CHARS` characters: memory per row is bounded whatever its content.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +27,27 @@ from .errors import InputError
 #: them, but strings built in Python (or read from JSON ``"\\ud800"`` escapes) can, and the
 #: tokenizer cannot encode them (``UnicodeEncodeError``).
 _SURROGATES = re.compile("[\ud800-\udfff]")
+
+#: Characters per token the default character cap allows. Natural text averages 3 to 6
+#: characters per token; 32 leaves room for long words, URLs and runs of whitespace, so
+#: the cap changes no result on ordinary text while bounding the tokenizer's work.
+CHARS_PER_TOKEN = 32
+#: With long-document windows, the default cap is this many times the truncation cap:
+#: 64 x 32 x 512 = 1,048,576 characters for a 512-token model.
+WINDOWED_CAP_FACTOR = 64
+#: Long documents reach the tokenizer in pieces of at most this many characters, cut at
+#: whitespace where there is some (see :func:`text_pieces`).
+PIECE_CHARS = 100_000
+
+
+def default_max_chars(max_length: int, windowed: bool = False) -> int:
+    """The characters of a row that reach the tokenizer when ``max_chars`` is not given.
+
+    ``max_length * CHARS_PER_TOKEN`` when rows are truncated to ``max_length`` tokens
+    (16,384 characters for 512 tokens), ``WINDOWED_CAP_FACTOR`` times that when long
+    documents are cut into windows.
+    """
+    return int(max_length) * CHARS_PER_TOKEN * (WINDOWED_CAP_FACTOR if windowed else 1)
 
 
 def _fix_surrogates(text: str) -> str:
@@ -72,10 +100,27 @@ def clean_texts(values: Sequence[Any], max_chars: int | None) -> tuple[list[str]
     return texts, valid
 
 
-def encode(tokenizer: Any, texts: list[str], valid: np.ndarray, max_length: int) -> EncodedTexts:
-    """Tokenize the valid texts (truncating to ``max_length`` tokens) into ragged ids."""
+def encode(
+    tokenizer: Any,
+    texts: list[str],
+    valid: np.ndarray,
+    max_length: int,
+    *,
+    max_chars: int | None = None,
+    drop_tokenless: bool = False,
+) -> EncodedTexts:
+    """Tokenize the valid texts (truncating to ``max_length`` tokens) into ragged ids.
+
+    At most ``max_chars`` characters of each text reach the tokenizer (default:
+    :func:`default_max_chars`). ``drop_tokenless=True`` marks invalid the rows with no
+    tokens: text made only of zero-width, combining or control characters (see
+    :func:`has_content`), or whose ids are those of ``""``. They get null outputs like
+    empty text; the returned ``valid`` is then a new array.
+    """
     n_rows = valid.shape[0]
     lengths = np.zeros(n_rows, dtype=np.int64)
+    cap = max_chars or default_max_chars(max_length)
+    texts = [text[:cap] for text in texts]
     if texts:
         batch = tokenizer(
             texts,
@@ -86,6 +131,9 @@ def encode(tokenizer: Any, texts: list[str], valid: np.ndarray, max_length: int)
             return_attention_mask=False,
             return_token_type_ids=False,
         )["input_ids"]
+        if drop_tokenless:
+            keep, valid = _tokenless_rows(tokenizer, texts, batch, valid)
+            batch = [ids for ids, ok in zip(batch, keep) if ok]
         valid_lengths = np.fromiter((len(row) for row in batch), dtype=np.int64, count=len(batch))
         lengths[valid] = valid_lengths
         ids = np.fromiter((token for row in batch for token in row), dtype=np.int64, count=int(valid_lengths.sum()))
@@ -155,13 +203,23 @@ def window_starts(num_tokens: int, window: int, overlap: int) -> list[int]:
 
 
 def encode_windows(
-    tokenizer: Any, texts: list[str], valid: np.ndarray, max_length: int, overlap: int
+    tokenizer: Any,
+    texts: list[str],
+    valid: np.ndarray,
+    max_length: int,
+    overlap: int,
+    *,
+    max_chars: int | None = None,
+    drop_tokenless: bool = False,
 ) -> WindowedTexts:
     """Tokenize the valid texts without truncation and cut long ones into overlapping windows.
 
     Each window holds at most ``max_length`` ids: the tokenizer's special tokens around up to
     ``max_length - specials`` text tokens, consecutive windows sharing ``overlap`` text
     tokens. Texts that fit keep their ids exactly as :func:`encode` makes them.
+    At most ``max_chars`` characters of a text are read (default:
+    :func:`default_max_chars` with ``windowed=True``), texts over :data:`PIECE_CHARS`
+    characters are tokenized piece by piece, and ``drop_tokenless`` is as in :func:`encode`.
     Raises :class:`InputError` if ``overlap`` leaves no room to advance.
     """
     prefix, suffix = special_tokens(tokenizer)
@@ -171,8 +229,14 @@ def encode_windows(
             f"chunk_overlap={overlap} must be smaller than the text tokens of one window: max length "
             f"{max_length} minus {len(prefix) + len(suffix)} special tokens = {room}."
         )
+    cap = max_chars or default_max_chars(max_length, windowed=True)
+    texts = [text[:cap] for text in texts]
+    full = _tokenize_in_pieces(tokenizer, texts, prefix, suffix) if texts else []
+    if drop_tokenless:
+        keep, valid = _tokenless_rows(tokenizer, texts, full, valid)
+        texts = [text for text, ok in zip(texts, keep) if ok]
+        full = [ids for ids, ok in zip(full, keep) if ok]
     rows = np.flatnonzero(valid)
-    full = _tokenize(tokenizer, texts, add_special_tokens=True) if texts else []
     pieces: list[list[int]] = []
     owner: list[int] = []
     long_positions = [i for i, ids in enumerate(full) if len(ids) > max_length]
@@ -234,3 +298,75 @@ def _bodies(
         retokenized = _tokenize(tokenizer, [texts[i] for i in again], add_special_tokens=False)
         bodies.update({position: list(ids) for position, ids in zip(again, retokenized)})
     return bodies
+
+
+def text_pieces(text: str, size: int | None = None) -> list[str]:
+    """``text`` cut into pieces of at most ``size`` (default :data:`PIECE_CHARS`) characters,
+    at whitespace where there is some.
+
+    A piece ends before a run of whitespace found in its second half, and the next piece
+    starts after that run; for WordPiece and SentencePiece tokenizers that gives the same
+    tokens as the whole text. A piece without whitespace in its second half is cut at
+    ``size`` characters (a token may then be split in two).
+    """
+    size = size or PIECE_CHARS
+    pieces = []
+    start = 0
+    while len(text) - start > size:
+        end = start + size
+        cut = max(text.rfind(" ", start + size // 2, end), text.rfind("\n", start + size // 2, end))
+        if cut <= start:
+            pieces.append(text[start:end])
+            start = end
+            continue
+        pieces.append(text[start:cut])
+        start = cut
+        while start < len(text) and text[start].isspace():
+            start += 1
+    pieces.append(text[start:])
+    return [piece for piece in pieces if piece]
+
+
+def _tokenize_in_pieces(tokenizer: Any, texts: list[str], prefix: list[int], suffix: list[int]) -> list[list[int]]:
+    """Ids with special tokens of every text; texts over :data:`PIECE_CHARS` go in pieces."""
+    short = [i for i, text in enumerate(texts) if len(text) <= PIECE_CHARS]
+    full: list[list[int]] = [[] for _ in texts]
+    if short:
+        for i, ids in zip(short, _tokenize(tokenizer, [texts[i] for i in short], add_special_tokens=True)):
+            full[i] = ids
+    for i, text in enumerate(texts):
+        if len(text) > PIECE_CHARS:
+            body: list[int] = []
+            for piece in text_pieces(text):
+                body.extend(_tokenize(tokenizer, [piece], add_special_tokens=False)[0])
+            full[i] = prefix + body + suffix
+    return full
+
+
+#: Unicode categories that carry no text on their own: controls (NUL...), format characters
+#: (zero-width space and joiners, BOM), combining marks without a base, and separators.
+_CONTENTLESS_CATEGORIES = frozenset({"Cc", "Cf", "Mn", "Me", "Zs", "Zl", "Zp"})
+
+
+def has_content(text: str) -> bool:
+    """False for text made only of control, format (zero-width), combining or space characters.
+
+    Stops at the first other character, so ordinary text costs one lookup.
+    """
+    return any(unicodedata.category(char) not in _CONTENTLESS_CATEGORIES for char in text)
+
+
+def _tokenless_rows(
+    tokenizer: Any, texts: list[str], batch: list[list[int]], valid: np.ndarray
+) -> tuple[list[bool], np.ndarray]:
+    """Which valid rows have tokens, and ``valid`` without the others.
+
+    A row has none when its text has no content (:func:`has_content`) or its ids (with
+    special tokens, ``batch``) are those of ``""``. ``texts`` and ``batch`` hold the valid rows.
+    """
+    empty = list(tokenizer([""], add_special_tokens=True, return_attention_mask=False, return_token_type_ids=False)["input_ids"][0])
+    keep = [list(ids) != empty and has_content(text) for text, ids in zip(texts, batch)]
+    if not all(keep):
+        valid = valid.copy()
+        valid[np.flatnonzero(valid)[~np.asarray(keep, dtype=bool)]] = False
+    return keep, valid

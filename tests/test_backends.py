@@ -265,6 +265,15 @@ def test_concat_arrow_and_values_keep_rows_in_order():
         frames.concat_frames([])
 
 
+def test_on_backend_pandas_keeps_the_frame_and_checks_the_name():
+    source = dd.from_pandas(_part(0, 4), npartitions=2)
+    assert frames.on_backend(source, "pandas") is source
+    part = _part(0, 2)
+    assert frames.on_backend(part, "pandas") is part
+    with pytest.raises(InputError, match="'pandas' or 'cudf'"):
+        frames.on_backend(source, "auto")
+
+
 def test_labels_mask_single_and_multi_label_never_match_null_rows():
     part = _part(0, 4)
     assert frames.labels_mask(part["label"], ["a"], multi_label=False).tolist() == [True, False, True, False]

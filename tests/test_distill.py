@@ -12,14 +12,12 @@ import json
 import os
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import dask
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 
 from nemo_cls_dask import (
@@ -188,18 +186,20 @@ def _saved(estimator, folder: Path) -> Path:
     return folder
 
 
-def test_frozen_transformer_head_student_takes_soft_targets(single_teacher, pool, tmp_path):
+@pytest.mark.parametrize("frozen", [True, False], ids=["frozen-head", "fine-tuned"])
+def test_transformer_students_take_soft_targets(single_teacher, pool, tmp_path, frozen):
     from nemo_cls_dask import TextClassifier
 
     backbone = make_backbone_checkpoint(tmp_path / "backbone")
-    student = TextClassifier(str(backbone), frozen_backbone=True, epochs=3, learning_rate=1e-2, verbose=False,
-                             device="cpu", autocast=False)
+    student = TextClassifier(str(backbone), frozen_backbone=frozen, epochs=2 if frozen else 1,
+                             learning_rate=1e-2 if frozen else 1e-4, verbose=False, device="cpu", autocast=False)
     with sync():
         result = distill(single_teacher, student, dd.from_pandas(pool.head(120), npartitions=2),
                          work_dir=tmp_path / "work", model_out=tmp_path / "student", targets="soft", speed_rows=20)
     assert result.targets == "soft"
     assert describe_model(str(tmp_path / "student")).labels == ("fruit", "space")
     assert 0 <= result.student_metrics["agreement"] <= 1
+    assert result.student.frozen_backbone is frozen
     with pytest.raises(InputError, match="cannot take soft targets"):
         distill(single_teacher, kimcnn("single_label"), pool, work_dir=tmp_path / "w2", model_out=tmp_path / "s2",
                 targets="soft")
@@ -237,6 +237,18 @@ def test_regression_teachers_give_regression_students(pool, tmp_path, regression
     assert edu.problem == "regression" and edu.student.problem == "regression"
     with pytest.raises(InputError, match="regression"):
         distill(teacher, "tfidf", pool, work_dir=tmp_path / "w3", model_out=tmp_path / "s3")
+
+
+def test_sklearn_teacher_and_its_operator_are_one_teacher(pool, tmp_path):
+    teacher = make_student("tfidf", "single_label").fit(toy_frame(seed=6), label_field="topic")
+    ddf = dd.from_pandas(pool, npartitions=3)
+    with sync():
+        first = distill(teacher, kimcnn("single_label"), ddf, work_dir=tmp_path / "work", model_out=tmp_path / "a",
+                        speed_rows=0)
+        again = distill(teacher.as_operator(), "tfidf", ddf, work_dir=tmp_path / "work", model_out=tmp_path / "b",
+                        speed_rows=0)
+    assert first.teacher_partitions_run == [0, 1, 2] and again.teacher_partitions_reused == [0, 1, 2]
+    assert again.teacher_partitions_run == [] and again.student_metrics["agreement"] > 0.9
 
 
 # ---------------------------------------------------------------------------- resume
@@ -344,28 +356,27 @@ def test_bad_input_fails_before_anything_is_written(single_teacher, pool, tmp_pa
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.run([sys.executable, "-m", "nemo_cls_dask.distill.command", "distill", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "nemo_cls_dask", "distill", *args], cwd=cwd,
                           capture_output=True, text=True, env=env, timeout=300)
 
 
-def test_cli_distills_a_folder_and_resumes(single_teacher, pool, tmp_path):
+def test_cli_distills_a_folder(single_teacher, pool, tmp_path):
     data = tmp_path / "pool"
     data.mkdir()
     pool.iloc[:200].to_parquet(data / "a.parquet")
     pool.iloc[200:].to_parquet(data / "b.parquet")
     teacher = _saved(single_teacher, tmp_path / "teacher")
-    args = [str(data), "student", "--teacher", str(teacher), "--student", "kimcnn-char", "--truth-field", "topic",
-            "--n-workers", "1", "--speed-rows", "40", "--work-dir", "work"]
-    done = _cli(*args, cwd=tmp_path)
+    done = _cli(str(data), "student", "--teacher", str(teacher), "--student", "tfidf", "--truth-field", "topic",
+                "--n-workers", "1", "--speed-rows", "40", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "agreement" in done.stdout and "docs/s" in done.stdout
     report = json.loads((tmp_path / "student" / "distill_report.json").read_text())
     assert report["pool_rows"] == len(pool) and report["teacher_partitions_run"] == [0, 1]
-    assert describe_model(str(tmp_path / "student")).problem_type == "single_label_classification"
-    # Same pool, new student folder: the teacher's outputs are reused from the default work dir.
-    again = _cli(*(args[:1] + ["student2"] + args[2:]), cwd=tmp_path)
-    assert again.returncode == 0, again.stderr
-    assert json.loads((tmp_path / "student2" / "distill_report.json").read_text())["teacher_partitions_run"] == []
+    assert report["targets"] == "soft" and report["student_metrics"]["agreement"] > 0.85
+    assert sorted(p.name for p in (tmp_path / "student.teacher-outputs" / "outputs").iterdir()) == [
+        "part-00000.parquet", "part-00001.parquet"]
+    loaded = SklearnTextClassifier.load(tmp_path / "student" / "student.joblib", allow_pickle=True)
+    assert set(loaded.predict(["apple banana melon", "rocket orbit"])) <= {"fruit", "space"}
 
 
 def test_cli_bad_column_exits_2_before_a_cluster_starts(single_teacher, pool, tmp_path):

@@ -5,13 +5,17 @@ columns plus the classifier's output columns; ``classifier(pdf)`` (pandas or cuD
 same eagerly. Everything that can be wrong with the options, the frame or the model is
 checked when the operator is applied, from the model's config files alone (no weights are
 loaded on the client). ``classify(ddf, [clf1, clf2, ...])`` runs several in one pass.
+
+The contract with the partition function (:mod:`~nemo_cls_dask.classifiers.partition`)
+and the hooks a subclass may override are listed in ``docs/architecture.md`` ("Operator
+layer"); what a model's outputs mean belongs to its :mod:`~nemo_cls_dask.problems` type.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
-from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
@@ -22,14 +26,24 @@ from ..batching import DEFAULT_MAX_BATCH_ROWS
 from ..engine import AUTOCAST_CHOICES, BatchSettings, cpu_has_fast_bf16
 from ..errors import InputError
 from ..models.loading import ModelInfo, describe_model
-from ..uncertainty import PROBABILITY_MEASURES, UNCERTAINTY_MEASURES, uncertainty_scores
+from ..problems import ProblemType, get_problem, problem_of
+from .graph import classify_dask
+from .options import (
+    LONG_DOCUMENT_MODES,
+    PADDING_SIDES,
+    SCORE_FORMATS,
+    adopt_nemo_curator_names,
+    check_filter_labels,
+    check_extra_options,
+    check_positive_or_none,
+    config_has_dropout,
+    names_tuple,
+)
 from .partition import classify_partition
 
-PADDING_SIDES = ("right", "left")
-#: ``long_documents`` choices: cut at the window, or split into windows and aggregate.
-LONG_DOCUMENT_MODES = ("truncate", "mean", "max")
-#: Model kinds whose outputs the uncertainty measures understand.
-_UNCERTAINTY_PROBLEMS = ("single_label_classification", "multi_label_classification", "regression")
+__all__ = ["LONG_DOCUMENT_MODES", "PADDING_SIDES", "SCORE_FORMATS", "DistributedDataClassifier", "classify", "config_has_dropout"]
+
+_NOT_GIVEN: Any = object()
 
 
 class DistributedDataClassifier:
@@ -48,11 +62,19 @@ class DistributedDataClassifier:
         Output column for the predicted label (a string column; a list of labels for
         multi-label models; the predicted value for regression models).
     score_field
-        Optional output column with one float32 probability per label, in id order.
+        Optional output column with one float32 probability per label, in id order: a
+        ``list<float32>`` column whose ``i``-th value belongs to ``describe().labels[i]``
+        (e.g. ``dict(zip(clf.describe().labels, row))``), unless ``score_format``.
+    score_format
+        ``"list"`` (default): one list column as above. ``"columns"``: one float32 column
+        per label instead, named ``f"{score_field}_{label}"`` (pandas- and parquet-friendly,
+        selectable by name).
     filter_by
         Keep only rows whose predicted label is one of these (rows with null text drop).
     max_chars
-        Cut text to this many characters before tokenizing (None: no cut).
+        Cut text to this many characters before tokenizing (None: 32 characters per token
+        of the max length, 64 times that with long-document windows; see
+        :func:`~nemo_cls_dask.tokenization.default_max_chars`).
     max_seq_length
         Truncate to this many tokens (None: the model's ``max_len``).
     padding_side
@@ -67,11 +89,23 @@ class DistributedDataClassifier:
         on GPU). A CUDA out-of-memory error halves the batch and retries.
     max_batch_rows
         Upper bound on rows per forward pass.
+    model_inference_batch_size
+        NeMo Curator's setting (``batch_size`` in its Dask era): rows per forward pass, as
+        many as this whatever their length (sorted rows, each batch padded to its own
+        longest). Sets ``max_batch_rows`` and, unless ``batch_tokens`` is given, a token
+        budget of this many full windows. None (default): the token budget decides, which
+        keeps memory per batch steady when text lengths vary.
     autocast
         ``True``: bf16 (or fp16) on GPU; on CPU, bf16 where the CPU has native bf16 matrix
         instructions (AVX512-BF16 or AMX), else fp32 (``NEMO_CLS_DASK_CPU_BF16=0`` in the
         workers' environment keeps CPUs at fp32). ``"bf16"``/``"fp16"`` force a reduced
         precision (also on CPU), ``False`` forces fp32.
+    deterministic
+        True: every row's outputs are the same whatever the partitioning, the other rows
+        and the machine's bf16 support: fp32 (no autocast) and each row in a forward pass
+        of its own (no padding, nothing shared with other rows). Slower (see
+        BENCHMARKS.md); by default results can move in the last float bits with batching
+        (and by up to about 1e-2 where ``autocast`` picks bf16).
     device
         ``"auto"`` (the worker's GPU if it has one, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
     cache_dir
@@ -99,11 +133,26 @@ class DistributedDataClassifier:
         the windows'. Text that fits one window gives what ``"truncate"`` gives.
     chunk_overlap
         Tokens shared by consecutive windows with ``long_documents="mean"``/``"max"``.
+    problem_type
+        How to read the model's outputs: None (default) for the checkpoint's own
+        ``problem_type``, else a name (``"multi_label"`` or
+        ``"multi_label_classification"``, ...) or a :class:`~nemo_cls_dask.problems.ProblemType`,
+        e.g. for a transformers checkpoint trained multi-label whose config does not say so.
+    **nemo_curator_names
+        NeMo Curator's names for the options above are accepted, so its code runs
+        unchanged: ``pred_column`` (``label_field``), ``prob_column`` (``score_field``),
+        ``model_inference_batch_size`` / ``batch_size``, ``has_seq_order``
+        (``sort_by_length``), ``device_type`` (``device``).
     """
 
     #: True where the label column may be switched off (``label_field=None``), as for the
     #: FineWeb-Edu score, whose outputs are score columns.
     label_field_optional: ClassVar[bool] = False
+    #: True for a subclass that writes its own set of columns: it overrides
+    #: :meth:`output_names`, :meth:`output_dtypes` and :meth:`postprocess` (which then gets
+    #: raw outputs, also for long documents), and the uncertainty and embedding columns are
+    #: added after its own ones. False: the label/score columns of the problem type.
+    own_columns: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -119,7 +168,9 @@ class DistributedDataClassifier:
         sort_by_length: bool = True,
         batch_tokens: int | None = None,
         max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS,
+        model_inference_batch_size: int | None = None,
         autocast: bool | str = True,
+        deterministic: bool = False,
         device: str = "auto",
         cache_dir: str | None = None,
         uncertainty: Sequence[str] | None = None,
@@ -127,28 +178,77 @@ class DistributedDataClassifier:
         embedding_field: str | None = None,
         long_documents: str = "truncate",
         chunk_overlap: int = 64,
+        score_format: str = "list",
+        problem_type: str | ProblemType | None = None,
+        **nemo_curator_names: Any,
     ) -> None:
+        chosen = {"label_field": label_field, "score_field": score_field, "sort_by_length": sort_by_length,
+                  "device": device, "model_inference_batch_size": model_inference_batch_size}
+        defaults = DistributedDataClassifier.__init__.__kwdefaults__
+        given = {name: (value if value != defaults[name] else _NOT_GIVEN) for name, value in chosen.items()}
+        adopt_nemo_curator_names(given, nemo_curator_names, _NOT_GIVEN)
+        if nemo_curator_names:
+            raise InputError(
+                f"{type(self).__name__} got unknown option(s) {sorted(nemo_curator_names)}; see "
+                f"help({type(self).__name__}) for its options (NeMo Curator's names are accepted too)."
+            )
+        chosen = {name: (chosen[name] if value is _NOT_GIVEN else value) for name, value in given.items()}
         self.model_identifier = os.fspath(model_identifier) if model_identifier is not None else None
         self.text_field = text_field
-        self.label_field = label_field
-        self.score_field = score_field
-        self.filter_by = tuple([filter_by] if isinstance(filter_by, str) else filter_by) if filter_by is not None else None
+        self.label_field = chosen["label_field"]
+        self.score_field = chosen["score_field"]
+        self.filter_by = filter_by
         self.max_chars = max_chars
         self.max_seq_length = max_seq_length
         self.padding_side = padding_side
-        self.sort_by_length = sort_by_length
+        self.sort_by_length = chosen["sort_by_length"]
         self.batch_tokens = batch_tokens
         self.max_batch_rows = max_batch_rows
+        self.model_inference_batch_size = chosen["model_inference_batch_size"]
         self.autocast = autocast
-        self.device = device
-        self.cache_dir = os.fspath(cache_dir) if cache_dir is not None else None
-        self.uncertainty = _names_tuple(uncertainty)
+        self.deterministic = deterministic
+        self.device = chosen["device"]
+        self.cache_dir = cache_dir
+        self.uncertainty = uncertainty
         self.dropout_samples = dropout_samples
         self.embedding_field = embedding_field
         self.long_documents = long_documents
         self.chunk_overlap = chunk_overlap
+        self.score_format = score_format
+        self.problem_type = problem_type
         self._info: ModelInfo | None = None
+        self._normalize_options()
         self._check_options()
+
+    def _normalize_options(self) -> None:
+        """Bring list-like and path-like options to one form (also after :meth:`with_options`)."""
+        filter_by = self.filter_by
+        self.filter_by = tuple([filter_by] if isinstance(filter_by, str) else filter_by) if filter_by is not None else None
+        self.cache_dir = os.fspath(self.cache_dir) if self.cache_dir is not None else None
+        self.uncertainty = names_tuple(self.uncertainty)
+        if self.problem_type is not None:
+            self.problem_type = get_problem(self.problem_type)
+
+    def with_options(self, **changes: Any) -> DistributedDataClassifier:
+        """A checked copy of this operator with some options changed; this one is untouched.
+
+        ``clf.with_options(uncertainty=["margin"], filter_by=None)``. Unknown names are an
+        error; the copy's options are checked as the constructor checks them.
+        """
+        options = {name for name in vars(self) if not name.startswith("_")}
+        unknown = sorted(set(changes) - options)
+        if unknown:
+            raise InputError(f"with_options got unknown option(s) {unknown}; {type(self).__name__} has {sorted(options)}.")
+        clone = copy.copy(self)
+        vars(clone).update(changes)
+        clone._reset_model_state()
+        clone._normalize_options()
+        clone._check_options()
+        return clone
+
+    def _reset_model_state(self) -> None:
+        """Forget what was derived from the model and the options (a copy re-derives it)."""
+        self._info = None
 
     # ------------------------------------------------------------------ validation
 
@@ -163,15 +263,15 @@ class DistributedDataClassifier:
                 raise InputError(f"{name} must be a non-empty column name, got {value!r}.")
         if self.score_field is not None and (not isinstance(self.score_field, str) or not self.score_field):
             raise InputError(f"score_field must be a column name or None, got {self.score_field!r}.")
-        self._check_extra_options()
+        check_extra_options(self)
         names = self.all_output_names()
         if len(set(names)) != len(names):
             raise InputError(f"Output column names must differ, got {names}.")
         if self.filter_by is not None and (not self.filter_by or not all(isinstance(x, str) for x in self.filter_by)):
             raise InputError(f"filter_by must be a non-empty list of label names, got {self.filter_by!r}.")
         for name in ("max_chars", "max_seq_length", "batch_tokens"):
-            _check_positive_or_none(name, getattr(self, name))
-        _check_positive_or_none("max_batch_rows", self.max_batch_rows, allow_none=False)
+            check_positive_or_none(name, getattr(self, name))
+        check_positive_or_none("max_batch_rows", self.max_batch_rows, allow_none=False)
         if self.padding_side not in PADDING_SIDES:
             raise InputError(f"padding_side must be one of {PADDING_SIDES}, got {self.padding_side!r}.")
         if not isinstance(self.sort_by_length, bool):
@@ -184,64 +284,41 @@ class DistributedDataClassifier:
                 torch.device(self.device)
             except (RuntimeError, TypeError) as error:
                 raise InputError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}.") from error
-
-    def _check_extra_options(self) -> None:
-        """Check the uncertainty, embedding and long-document options (no model needed)."""
-        if self.uncertainty is not None:
-            given = self.uncertainty
-            if not isinstance(given, tuple) or not given or any(name not in UNCERTAINTY_MEASURES for name in given):
-                raise InputError(
-                    f"uncertainty must be a non-empty list of {list(UNCERTAINTY_MEASURES)}, got {self.uncertainty!r}."
-                )
-            if len(set(self.uncertainty)) != len(self.uncertainty):
-                raise InputError(f"uncertainty lists a measure twice: {list(self.uncertainty)}.")
-        wants_mc = "mc_variance" in (self.uncertainty or ())
-        if self.dropout_samples is not None:
-            value = self.dropout_samples
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 2:
-                raise InputError(f"dropout_samples must be an integer >= 2 (the MC dropout passes), got {value!r}.")
-            if not wants_mc:
-                raise InputError(
-                    "dropout_samples only feeds the 'mc_variance' uncertainty column; add it to "
-                    "uncertainty=[..., 'mc_variance'] or drop dropout_samples."
-                )
-        elif wants_mc:
+        if self.score_format != "list" and (self.own_columns or self.score_field is None):
             raise InputError(
-                "uncertainty 'mc_variance' needs dropout_samples=k (k >= 2 forward passes with dropout "
-                "active), e.g. dropout_samples=8."
+                f"score_format={self.score_format!r} shapes the score_field column; "
+                + ("set score_field too." if not self.own_columns else f"{type(self).__name__} writes its own columns.")
             )
-        if self.embedding_field is not None and (not isinstance(self.embedding_field, str) or not self.embedding_field):
-            raise InputError(f"embedding_field must be a column name or None, got {self.embedding_field!r}.")
-        if self.long_documents not in LONG_DOCUMENT_MODES:
-            raise InputError(f"long_documents must be one of {LONG_DOCUMENT_MODES}, got {self.long_documents!r}.")
-        overlap = self.chunk_overlap
-        if isinstance(overlap, bool) or not isinstance(overlap, (int, np.integer)) or overlap < 0:
-            raise InputError(f"chunk_overlap must be an integer >= 0 (tokens), got {overlap!r}.")
 
     def describe(self) -> ModelInfo:
         """The model's labels, problem type and lengths, read from its config (cached once checked)."""
         if self._info is None:
             info = describe_model(self.model_identifier, self.cache_dir)
-            self._check_model(info)
+            self.check_model(info)
             self._check_extras(info)
             self._info = info
         return self._info
 
+    def problem(self, info: ModelInfo) -> ProblemType:
+        """How this operator reads ``info``'s outputs: ``problem_type=``, else the checkpoint's own."""
+        return self.problem_type if self.problem_type is not None else problem_of(info)
+
     def _check_extras(self, info: ModelInfo) -> None:
         """Check the uncertainty and long-document options against the model's config."""
         if self.uncertainty:
-            if info.problem_type not in _UNCERTAINTY_PROBLEMS:
+            problem = self.problem(info)
+            unsupported = [name for name in self.uncertainty if name not in problem.uncertainty_measures]
+            if unsupported and not problem.uncertainty_measures:
                 raise InputError(
                     f"uncertainty columns need a single-label, multi-label or regression model; {info.path} "
-                    f"is a {info.layout!r} checkpoint ({info.problem_type})."
+                    f"is a {info.layout!r} checkpoint ({problem.name})."
                 )
-            if info.problem_type == "regression":
-                asked = [name for name in self.uncertainty if name in PROBABILITY_MEASURES]
-                if asked:
-                    raise InputError(
-                        f"{asked} need class probabilities, and {info.path} is a regression model; only "
-                        f"'mc_variance' (with dropout_samples) measures a regression model's uncertainty."
-                    )
+            if unsupported:
+                raise InputError(
+                    f"{unsupported} cannot be measured on {info.path}, a {problem.name} model (they need class "
+                    f"probabilities); it supports {list(problem.uncertainty_measures)}"
+                    + (" ('mc_variance' with dropout_samples)." if "mc_variance" in problem.uncertainty_measures else ".")
+                )
             if "mc_variance" in self.uncertainty and config_has_dropout(info, self.cache_dir) is False:
                 raise InputError(
                     f"uncertainty 'mc_variance' needs dropout, and every dropout rate in the config of "
@@ -255,40 +332,67 @@ class DistributedDataClassifier:
                     f"tokens (less its special tokens)."
                 )
 
-    def _check_model(self, info: ModelInfo) -> None:
-        if info.problem_type not in ("single_label_classification", "multi_label_classification", "regression"):
+    def check_model(self, info: ModelInfo) -> None:
+        """Hook: raise :class:`InputError` if this operator cannot read ``info``'s model.
+
+        Called once, on the client, when the operator is applied. The base checks the
+        problem type (and ``problem_type=`` against the layout), ``filter_by`` and
+        ``score_field``; subclasses with other outputs replace or extend it.
+        """
+        if self.problem_type is not None and info.layout in ("multihead", "composed"):
+            raise InputError(f"problem_type= cannot re-read a {info.layout!r} checkpoint ({info.path}); drop it.")
+        problem = self.problem(info)
+        if not problem.operator_columns:
             raise InputError(
                 f"{info.path} is a {info.layout!r} checkpoint ({info.problem_type}) whose outputs "
                 f"{type(self).__name__} cannot read; use the classifier made for it (for "
                 f"'target_sizes' multi-head checkpoints: PromptTaskComplexityClassifier)."
             )
+        problem.check_model(info)
         if self.filter_by is not None:
-            if info.problem_type == "regression":
-                raise InputError(f"filter_by needs a classifier; {info.path} is a regression model.")
-            unknown = [label for label in self.filter_by if label not in info.labels]
-            if unknown:
-                raise InputError(f"filter_by labels {unknown} are not labels of the model; choose from {list(info.labels)}.")
-        if self.score_field is not None and info.problem_type == "regression":
-            raise InputError("score_field is for classifiers; a regression model writes its value to label_field.")
+            if not problem.is_classifier:
+                raise InputError(f"filter_by needs a classifier; {info.path} is a {problem.name} model.")
+            check_filter_labels(self.filter_by, info.labels, info.path)
+        if self.score_field is not None and not problem.is_classifier:
+            raise InputError(f"score_field is for classifiers; a {problem.name} model writes its value to label_field.")
 
     def validate(self, columns: Sequence[str]) -> ModelInfo:
         """Check this operator against a frame's columns and its model; return the model info."""
         columns = list(columns)
         if self.text_field not in columns:
             raise InputError(f"Text column {self.text_field!r} is not in the DataFrame; its columns are {columns}.")
+        if columns.count(self.text_field) > 1:
+            raise InputError(
+                f"The DataFrame has {columns.count(self.text_field)} columns named {self.text_field!r}; "
+                f"the text column must be one column: rename or drop the others first."
+            )
+        info = self.describe()
         clashes = [name for name in self.all_output_names() if name in columns]
         if clashes:
             raise InputError(
                 f"Output column(s) {clashes} already exist in the DataFrame; pass other names "
                 f"(label_field=..., score_field=...) or drop them first."
             )
-        return self.describe()
+        return info
 
     # ------------------------------------------------------------------ outputs
 
     def output_names(self) -> list[str]:
-        """Names of the columns this classifier adds (label, score, uncertainty, embedding)."""
-        return [self.label_field] + ([self.score_field] if self.score_field else []) + self.extra_output_names()
+        """Hook: names of the columns this classifier adds (label, scores, uncertainty, embedding).
+
+        A subclass with ``own_columns`` lists its own columns only; :meth:`all_output_names`
+        adds the uncertainty and embedding columns after them.
+        """
+        return [self.label_field] + self.score_names() + self.extra_output_names()
+
+    def score_names(self) -> list[str]:
+        """The score columns: ``[score_field]``, or one per label with ``score_format="columns"``
+        (known once the model is described; before that, ``[score_field]``)."""
+        if not self.score_field:
+            return []
+        if self.score_format == "columns" and self._info is not None and self._info.labels:
+            return [f"{self.score_field}_{label}" for label in self._info.labels]
+        return [self.score_field]
 
     def extra_output_names(self) -> list[str]:
         """The uncertainty and embedding columns, which every classifier can add."""
@@ -297,38 +401,26 @@ class DistributedDataClassifier:
         return names + ([self.embedding_field] if self.embedding_field else [])
 
     def all_output_names(self) -> list[str]:
-        """Every column this classifier adds: :meth:`output_names` plus the extra columns.
-
-        A subclass that overrides :meth:`output_names` lists its own columns only; the
-        uncertainty and embedding columns are appended here (duplicates kept, so name
-        clashes are still found).
-        """
-        if type(self).output_names is DistributedDataClassifier.output_names:
+        """Every column this classifier adds (duplicates kept, so that clashes are found)."""
+        if not self.own_columns:
             return self.output_names()
         return self.output_names() + self.extra_output_names()
 
     def _uncertainty_prefix(self) -> str:
         """Uncertainty columns are named after the label column, else the subclass's first column."""
-        if self.label_field or type(self).output_names is DistributedDataClassifier.output_names:
+        if self.label_field or not self.own_columns:
             return self.label_field
         return self.output_names()[0]
 
     def summary_column(self) -> str:
-        """The output column whose value counts summarize a run (the CLI prints them)."""
+        """Hook: the output column whose value counts summarize a run (the CLI prints them)."""
         return self.label_field
 
     def output_dtypes(self, info: ModelInfo) -> dict[str, Any]:
-        """Column name -> dtype of what :meth:`postprocess` returns (used to build meta)."""
-        if info.problem_type == "regression":
-            label_dtype = np.dtype("float32") if info.num_outputs == 1 else frames.SCORE_LIST_DTYPE
-        elif info.problem_type == "multi_label_classification":
-            label_dtype = frames.LABEL_LIST_DTYPE
-        else:
-            label_dtype = frames.LABEL_DTYPE
-        dtypes = {self.label_field: label_dtype}
-        if self.score_field:
-            dtypes[self.score_field] = frames.SCORE_LIST_DTYPE
-        dtypes.update(self.extra_output_dtypes())
+        """Hook: column name -> dtype of what :meth:`postprocess` returns (used to build meta)."""
+        dtypes = {self.label_field: self.problem(info).label_dtype(info)}
+        for name in self.score_names():
+            dtypes[name] = frames.SCORE_LIST_DTYPE if self.score_format == "list" else np.dtype("float32")
         return dtypes
 
     def extra_output_dtypes(self) -> dict[str, Any]:
@@ -345,38 +437,21 @@ class DistributedDataClassifier:
         return dtypes
 
     def probabilities(self, outputs: torch.Tensor, info: ModelInfo) -> torch.Tensor:
-        """Raw outputs ``(..., num_outputs)`` as what they mean to a reader.
+        """Raw outputs ``(..., num_outputs)`` as what they mean to a reader (the problem type's).
 
-        Softmax for single-label classifiers, sigmoid per label for multi-label ones, the
-        values themselves for regression, a softmax per target for multi-head models. Long
-        documents are aggregated in this space; :meth:`outputs_from_probabilities` undoes it.
+        Long documents are aggregated in this space; :meth:`outputs_from_probabilities` undoes it.
         """
-        if info.problem_type == "regression":
-            return outputs
-        if info.problem_type == "multi_label_classification":
-            return torch.sigmoid(outputs)
-        if info.problem_type == "multi_head":
-            sizes = list(_target_sizes(info))
-            return torch.cat([torch.softmax(part, dim=-1) for part in torch.split(outputs, sizes, dim=-1)], dim=-1)
-        return torch.softmax(outputs, dim=-1)
+        return self.problem(info).probabilities(outputs, info)
 
     def outputs_from_probabilities(self, probabilities: torch.Tensor, info: ModelInfo) -> torch.Tensor:
         """Raw outputs whose :meth:`probabilities` are ``probabilities`` (softmax: up to a
-        renormalization, as ``log p`` is used).
-
-        Lets a subclass's :meth:`postprocess`, written for raw outputs, read aggregated
-        window probabilities.
-        """
-        if info.problem_type == "regression":
-            return probabilities
-        if info.problem_type == "multi_label_classification":
-            return torch.logit(probabilities)
-        return torch.log(probabilities)
+        renormalization), so that a subclass's :meth:`postprocess` can read aggregated windows."""
+        return self.problem(info).outputs_from_probabilities(probabilities, info)
 
     def postprocess(self, outputs: torch.Tensor, valid: np.ndarray, info: ModelInfo, like: Any) -> dict[str, Any]:
-        """Turn raw model outputs ``(rows, num_outputs)`` into output columns for ``like``.
+        """Hook: raw model outputs ``(rows, num_outputs)`` -> output columns for ``like``.
 
-        Subclasses override this (and :meth:`output_dtypes`) for other column layouts.
+        Subclasses with ``own_columns = True`` override this (and :meth:`output_dtypes`).
         """
         return self._columns_from_probabilities(self.probabilities(outputs, info), valid, info, like)
 
@@ -391,13 +466,13 @@ class DistributedDataClassifier:
         """Output columns from per-row aggregated window probabilities (long documents).
 
         This class writes them as they are (with ``"max"`` a softmax row's scores need not
-        sum to 1: each is the highest that label got in any window). A subclass that
-        overrides :meth:`postprocess` gets raw outputs: a row that fit in one window gets
-        that window's own outputs (so it comes out exactly as with truncation; they are
-        NaN in ``single_window_outputs`` for other rows), a longer one its aggregate mapped
-        back through :meth:`outputs_from_probabilities`.
+        sum to 1: each is the highest that label got in any window). A subclass with
+        ``own_columns`` gets raw outputs in :meth:`postprocess`: a row that fit in one window
+        gets that window's own outputs (so it comes out exactly as with truncation; they
+        are NaN in ``single_window_outputs`` for other rows), a longer one its aggregate
+        mapped back through :meth:`outputs_from_probabilities`.
         """
-        if type(self).postprocess is DistributedDataClassifier.postprocess:
+        if not self.own_columns:
             return self._columns_from_probabilities(probabilities, valid, info, like)
         outputs = self.outputs_from_probabilities(probabilities, info)
         single = ~torch.isnan(single_window_outputs).any(dim=-1)
@@ -407,18 +482,12 @@ class DistributedDataClassifier:
     def _columns_from_probabilities(
         self, probabilities: torch.Tensor, valid: np.ndarray, info: ModelInfo, like: Any
     ) -> dict[str, Any]:
-        if info.problem_type == "regression":
-            if info.num_outputs == 1:
-                return {self.label_field: frames.float_column(probabilities[:, 0], valid, like)}
-            return {self.label_field: frames.float_list_column(probabilities, valid, like)}
-        if info.problem_type == "multi_label_classification":
-            chosen = probabilities >= _thresholds(info, probabilities.device)
-            columns = {self.label_field: frames.label_list_column(info.labels, chosen, valid, like)}
-        else:
-            codes = torch.nan_to_num(probabilities, nan=0.0).argmax(dim=-1)
-            columns = {self.label_field: frames.label_column(info.labels, codes, valid, like)}
-        if self.score_field:
+        columns = {self.label_field: self.problem(info).label_column(probabilities, valid, info, like)}
+        if self.score_field and self.score_format == "list":
             columns[self.score_field] = frames.float_list_column(probabilities, valid, like)
+        elif self.score_field:
+            for index, name in enumerate(self.score_names()):
+                columns[name] = frames.float_column(probabilities[:, index], valid, like, dtype="float32")
         return columns
 
     def extra_columns(
@@ -437,48 +506,44 @@ class DistributedDataClassifier:
         """
         columns: dict[str, Any] = {}
         if self.uncertainty:
-            if probabilities is not None and self.long_documents == "max" and info.problem_type == "single_label_classification":
+            problem = self.problem(info)
+            if probabilities is not None and self.long_documents == "max":
                 # Maxed softmax rows do not sum to 1; the measures are defined on distributions.
-                probabilities = probabilities / probabilities.sum(dim=-1, keepdim=True)
-            scores = uncertainty_scores(
-                self.uncertainty,
-                probabilities,
-                multi_label=info.problem_type == "multi_label_classification",
-                samples=samples,
-            )
+                probabilities = problem.as_distribution(probabilities)
             prefix = self._uncertainty_prefix()
-            for name, values in scores.items():
+            for name, values in problem.uncertainty(self.uncertainty, probabilities, samples).items():
                 columns[f"{prefix}_{name}"] = frames.float_column(values, valid, like, dtype="float32")
         if self.embedding_field:
             columns[self.embedding_field] = frames.float_list_column(embeddings, valid, like)
         return columns
 
-    def _apply_filter(self, frame: Any, info: ModelInfo) -> Any:
-        """Keep rows whose label is in ``filter_by`` (multi-label: any of its labels)."""
+    def apply_filter(self, frame: Any, problem: ProblemType) -> Any:
+        """Keep rows whose label is in ``filter_by`` (multi-label: any of its labels), in order."""
         if self.filter_by is None:
             return frame
-        multi_label = info.problem_type == "multi_label_classification"
-        mask = frames.labels_mask(frame[self.label_field], self.filter_by, multi_label)
-        return frame[mask]
+        mask = problem.keep_mask(frame[self.label_field], self.filter_by)
+        if frames.is_cudf(frame):
+            return frame[mask]
+        return frame[np.asarray(mask, dtype=bool)]
 
     # ------------------------------------------------------------------ applying
 
-    def _batch_settings(self) -> BatchSettings:
-        return BatchSettings(
-            batch_tokens=self.batch_tokens,
-            max_batch_rows=self.max_batch_rows,
-            sort_by_length=self.sort_by_length,
-            padding_side=self.padding_side,
-            autocast=self.autocast,
-        )
-
-    def _meta_for(self, frame: Any, classifiers: Sequence[DistributedDataClassifier]) -> Any:
-        empty = frame.iloc[:0]
-        columns: dict[str, Any] = {}
-        for classifier in classifiers:
-            for name, dtype in classifier.all_output_dtypes(classifier.describe()).items():
-                columns[name] = frames.empty_column(dtype, empty)
-        return frames.assign_columns(empty, columns)
+    def batch_settings(self, info: ModelInfo | None = None) -> BatchSettings:
+        """How the engine groups this operator's rows into forward passes (``info``: the
+        model, for the window length ``model_inference_batch_size`` budgets with)."""
+        if self.deterministic:
+            # One row per pass: no padding and nothing shared with other rows, so a row's
+            # outputs depend on nothing but the row; fp32, as bf16 rounding moves with shapes.
+            return BatchSettings(batch_tokens=self.batch_tokens, max_batch_rows=1, sort_by_length=self.sort_by_length,
+                                 padding_side=self.padding_side, autocast=False)
+        rows, budget = self.max_batch_rows, self.batch_tokens
+        if self.model_inference_batch_size is not None:
+            rows = self.model_inference_batch_size
+            if budget is None:
+                window = self.max_seq_length or (info.max_len if info is not None else 512)
+                budget = rows * window
+        return BatchSettings(batch_tokens=budget, max_batch_rows=rows, sort_by_length=self.sort_by_length,
+                             padding_side=self.padding_side, autocast=self.autocast)
 
     def __call__(self, df: Any) -> Any:
         """Classify ``df``: lazy for a dask DataFrame, eager for pandas or cuDF."""
@@ -505,7 +570,9 @@ def classify(df: Any, classifiers: Sequence[DistributedDataClassifier]) -> Any:
 
     Each partition is read once; text is tokenized once per distinct (text column,
     tokenizer, ``max_chars``, max length), and each model runs on its batches. The result
-    equals applying the classifiers one after another, in the given order.
+    equals applying the classifiers one after another, in the given order. On dask the
+    models read only the text columns, and selecting other columns (or ``len``) does not
+    run them (see :func:`~nemo_cls_dask.classifiers.graph.classify_dask`).
     """
     classifiers = list(classifiers)
     if not classifiers:
@@ -513,72 +580,14 @@ def classify(df: Any, classifiers: Sequence[DistributedDataClassifier]) -> Any:
     for classifier in classifiers:
         if not isinstance(classifier, DistributedDataClassifier):
             raise InputError(f"classify() takes DistributedDataClassifier objects, got {type(classifier).__name__}.")
+    columns = list(df.columns)
+    for classifier in classifiers:
+        classifier.validate(columns)
     outputs = [name for classifier in classifiers for name in classifier.all_output_names()]
     duplicated = sorted({name for name in outputs if outputs.count(name) > 1})
     if duplicated:
         raise InputError(f"Several classifiers would write the column(s) {duplicated}; give them distinct names.")
-    columns = list(df.columns)
-    for classifier in classifiers:
-        classifier.validate(columns)
-    function = partial(classify_partition, classifiers=tuple(classifiers))
     if frames.is_dask(df):
-        meta = classifiers[0]._meta_for(df._meta, classifiers)
-        return df.map_partitions(function, meta=meta)
-    return function(df)
+        return classify_dask(df, classifiers)
+    return classify_partition(df, classifiers)
 
-
-def _check_positive_or_none(name: str, value: Any, allow_none: bool = True) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InputError(f"{name} must be a positive integer{' or None' if allow_none else ''}, got {value!r}.")
-
-
-def _names_tuple(value: Any) -> Any:
-    """A str or a list of names as a tuple; None stays None, anything else is left for the checks."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return (value,)
-    if isinstance(value, (list, tuple)):
-        return tuple(value)
-    return value
-
-
-def config_has_dropout(info: ModelInfo, cache_dir: str | None = None) -> bool | None:
-    """Whether the checkpoint's config gives some dropout a rate above 0 (None: cannot tell).
-
-    Reads ``fc_dropout`` and the backbone config's ``*dropout*`` keys (NVIDIA head layout),
-    or the ``*dropout*`` keys of a transformers config. The worker checks the loaded module
-    too, so None only postpones the error.
-    """
-    from ..models.heads import backbone_config_from
-
-    rates: list[Any] = []
-    config = info.config
-    if info.layout == "hf":
-        backbone = config
-    elif info.layout == "head":
-        rates.append(config.get("fc_dropout", 0.0))
-        try:
-            backbone = backbone_config_from(config, cache_dir).to_dict()
-        except Exception:  # the worker has the last word
-            return None
-    else:
-        return None
-    rates += [value for key, value in backbone.items() if "dropout" in key]
-    numbers = [float(value) for value in rates if isinstance(value, (int, float)) and not isinstance(value, bool)]
-    return any(value > 0 for value in numbers)
-
-
-def _target_sizes(info: ModelInfo) -> list[int]:
-    from ..models.multihead import target_sizes
-
-    return list(target_sizes(info.config).values())
-
-
-def _thresholds(info: ModelInfo, device: torch.device) -> torch.Tensor:
-    value = info.config.get("thresholds", 0.5)
-    if isinstance(value, dict):
-        value = [float(value.get(label, 0.5)) for label in info.labels]
-    return torch.as_tensor(value, dtype=torch.float32, device=device)

@@ -32,6 +32,7 @@ import torch
 from ..errors import InputError
 from ..models.composed import LAYOUT, split_outputs
 from ..models.loading import ModelInfo
+from ..problems import problem_of
 from .base import DistributedDataClassifier
 
 
@@ -64,6 +65,8 @@ class ComposedClassifier(DistributedDataClassifier):
     names, column clashes and ``scores`` are checked against the model when the operator
     is applied, before any compute.
     """
+
+    own_columns = True
 
     def __init__(
         self,
@@ -114,7 +117,7 @@ class ComposedClassifier(DistributedDataClassifier):
         if not isinstance(self.scores, bool) and not all(isinstance(h, str) for h in self.scores):
             raise InputError(f"scores must be True, False or a list of head names, got {self.scores!r}.")
 
-    def _check_model(self, info: ModelInfo) -> None:
+    def check_model(self, info: ModelInfo) -> None:
         if info.layout != LAYOUT:
             raise InputError(
                 f"{info.path} is a {info.layout!r} checkpoint, not a composed model (a config.json with "
@@ -132,7 +135,7 @@ class ComposedClassifier(DistributedDataClassifier):
             left_out = [name for name in self.scores if name not in selected]
             if left_out:
                 raise InputError(f"scores names head(s) {left_out} that heads={self.heads} leaves out.")
-            regression = [name for name in self.scores if info.components[name].problem_type == "regression"]
+            regression = [name for name in self.scores if not problem_of(info.components[name]).is_classifier]
             if regression:
                 raise InputError(f"scores names regression head(s) {regression}: their value is already the label column.")
         outputs = [column for name in selected for column in self._column_names(name, info.components[name])]
@@ -146,7 +149,7 @@ class ComposedClassifier(DistributedDataClassifier):
         return list(self.heads) if self.heads is not None else list(info.components)
 
     def _wants_score(self, name: str, component: ModelInfo) -> bool:
-        if component.problem_type == "regression":
+        if not problem_of(component).is_classifier:
             return False
         return self.scores if isinstance(self.scores, bool) else name in self.scores
 
@@ -186,19 +189,6 @@ class ComposedClassifier(DistributedDataClassifier):
         parts = split_outputs(values, {name: component.num_outputs for name, component in info.components.items()})
         return [(name, component, parts[name]) for name, component in info.components.items()]
 
-    def probabilities(self, outputs: torch.Tensor, info: ModelInfo) -> torch.Tensor:
-        """Each head's outputs in its own probability space (softmax, sigmoid or values), side by side."""
-        if info.layout != LAYOUT:
-            return super().probabilities(outputs, info)
-        return torch.cat([self._head_operator(name, component).probabilities(part, component)
-                          for name, component, part in self._per_head(outputs, info)], dim=-1)
-
-    def outputs_from_probabilities(self, probabilities: torch.Tensor, info: ModelInfo) -> torch.Tensor:
-        if info.layout != LAYOUT:
-            return super().outputs_from_probabilities(probabilities, info)
-        return torch.cat([self._head_operator(name, component).outputs_from_probabilities(part, component)
-                          for name, component, part in self._per_head(probabilities, info)], dim=-1)
-
     def postprocess(self, outputs: torch.Tensor, valid: np.ndarray, info: ModelInfo, like: Any) -> dict[str, Any]:
         parts = {name: (component, part) for name, component, part in self._per_head(outputs, info)}
         columns: dict[str, Any] = {}
@@ -219,6 +209,10 @@ class ComposedClassifier(DistributedDataClassifier):
             operator = self._head_operator(name, component)
             columns.update(operator.postprocess_aggregated(part, singles[name], valid, component, like))
         return columns
+
+    def _reset_model_state(self) -> None:
+        super()._reset_model_state()
+        self._head_cache = {}
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()

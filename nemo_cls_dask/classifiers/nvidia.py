@@ -26,8 +26,6 @@ the model's config when the operator is applied); null or blank text gives null 
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -37,83 +35,8 @@ import torch
 from .. import frames
 from ..errors import InputError
 from ..models.loading import ModelInfo
-from .base import DistributedDataClassifier
-
-
-class _Default:
-    """Marks an option left to the class's default (``None`` is a real value: "no limit")."""
-
-    _instance = None
-
-    def __new__(cls) -> _Default:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "DEFAULT"
-
-    def __reduce__(self) -> str:
-        return "DEFAULT"
-
-
-#: Sentinel for "use the class's default" in the ready-made classifiers' constructors.
-DEFAULT: Any = _Default()
-
-
-def _pick(value: Any, default: Any) -> Any:
-    return default if value is DEFAULT else value
-
-
-class HubClassifier(DistributedDataClassifier):
-    """A ready-made classifier: a checkpoint plus its default columns and lengths.
-
-    Subclasses only set class attributes; every constructor option of
-    :class:`DistributedDataClassifier` still works, keyword-only, and ``model_identifier=``
-    points the class at a local folder (or another hub id). A new DeBERTa-style classifier
-    in NVIDIA's head layout, or any transformers sequence-classification checkpoint::
-
-        class ToxicityClassifier(HubClassifier):
-            MODEL_ID = "acme/toxicity-deberta"
-            LABEL_FIELD = "toxicity_pred"
-            MAX_CHARS = 4000
-            MAX_SEQ_LENGTH = 512
-
-        ddf = ToxicityClassifier(filter_by=["toxic"])(ddf)
-
-    Class attributes: ``MODEL_ID`` (hub id), ``LABEL_FIELD`` and ``SCORE_FIELD`` (default
-    output columns; ``SCORE_FIELD = None``: no probability column unless asked),
-    ``MAX_CHARS`` and ``MAX_SEQ_LENGTH`` (None: no cut / the model's own maximum), and,
-    for documentation and test checkpoints, ``LABELS`` in id order.
-    """
-
-    MODEL_ID: ClassVar[str] = ""
-    LABEL_FIELD: ClassVar[str | None] = "preds"
-    SCORE_FIELD: ClassVar[str | None] = None
-    MAX_CHARS: ClassVar[int | None] = None
-    MAX_SEQ_LENGTH: ClassVar[int | None] = None
-    LABELS: ClassVar[tuple[str, ...] | None] = None
-
-    def __init__(
-        self,
-        *,
-        model_identifier: str | os.PathLike | None = None,
-        label_field: str | None = DEFAULT,
-        score_field: str | None = DEFAULT,
-        max_chars: int | None = DEFAULT,
-        max_seq_length: int | None = DEFAULT,
-        **options: Any,
-    ) -> None:
-        if model_identifier is None and not self.MODEL_ID:
-            raise InputError(f"{type(self).__name__} has no MODEL_ID; pass model_identifier=.")
-        super().__init__(
-            model_identifier=self.MODEL_ID if model_identifier is None else model_identifier,
-            label_field=_pick(label_field, self.LABEL_FIELD),
-            score_field=_pick(score_field, self.SCORE_FIELD),
-            max_chars=_pick(max_chars, self.MAX_CHARS),
-            max_seq_length=_pick(max_seq_length, self.MAX_SEQ_LENGTH),
-            **options,
-        )
+from .hub import DEFAULT, HubClassifier, pick
+from .options import FINEWEB_NEMO_CURATOR_NAMES, adopt_nemo_curator_names, check_filter_labels
 
 
 # --------------------------------------------------------------------------- DeBERTa heads
@@ -215,6 +138,7 @@ class FineWebEduClassifierBase(HubClassifier):
     """
 
     label_field_optional = True
+    own_columns = True
     SCORE_FIELD: ClassVar[str] = "score"
     INT_SCORE_FIELD: ClassVar[str] = "score-int"
     LABEL_FIELD: ClassVar[str | None] = None
@@ -228,8 +152,10 @@ class FineWebEduClassifierBase(HubClassifier):
         label_field: str | None = DEFAULT,
         **options: Any,
     ) -> None:
-        self.int_score_field = _pick(int_score_field, self.INT_SCORE_FIELD)
-        super().__init__(score_field=score_field, label_field=label_field, **options)
+        chosen = {"score_field": score_field, "int_score_field": int_score_field, "label_field": label_field}
+        adopt_nemo_curator_names(chosen, options, DEFAULT, FINEWEB_NEMO_CURATOR_NAMES)
+        self.int_score_field = pick(chosen["int_score_field"], self.INT_SCORE_FIELD)
+        super().__init__(score_field=chosen["score_field"], label_field=chosen["label_field"], **options)
 
     def _check_options(self) -> None:
         for name in ("score_field", "int_score_field"):
@@ -248,7 +174,7 @@ class FineWebEduClassifierBase(HubClassifier):
             if unknown:
                 raise InputError(f"filter_by labels {unknown} are not quality labels; choose from {list(QUALITY_LABELS)}.")
 
-    def _check_model(self, info: ModelInfo) -> None:
+    def check_model(self, info: ModelInfo) -> None:
         if info.num_outputs != 1 or info.layout == "multihead":
             raise InputError(
                 f"{type(self).__name__} needs a one-output regression checkpoint "
@@ -321,12 +247,4 @@ class FineWebNemotronEduClassifier(FineWebEduClassifierBase):
     LABEL_FIELD = "fineweb-nemotron-edu-score-label"
 
 
-def check_filter_labels(filter_by: Sequence[str] | None, labels: Sequence[str] | None, path: Any) -> None:
-    """Raise an :class:`InputError` listing the valid labels if ``filter_by`` names others."""
-    if filter_by is None:
-        return
-    if not labels:
-        raise InputError(f"filter_by needs a model with labels; {path} declares none.")
-    unknown = [label for label in filter_by if label not in labels]
-    if unknown:
-        raise InputError(f"filter_by labels {unknown} are not labels of the model; choose from {list(labels)}.")
+__all__ = ["DEFAULT", "HubClassifier", "check_filter_labels"]  # kept here for old imports

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..engine import aggregate_windows, infer
-from ..frames import assign_columns, text_values
+from ..frames import assign_columns, empty_column, text_values
 from ..models.loading import LoadedModel, get_model
-from ..tokenization import EncodedTexts, WindowedTexts, clean_texts, encode, encode_windows
+from ..problems import ProblemType
+from ..tokenization import EncodedTexts, WindowedTexts, clean_texts, default_max_chars, encode, encode_windows
 
 if TYPE_CHECKING:
     from .base import DistributedDataClassifier
@@ -30,36 +31,71 @@ def classify_partition(part: Any, classifiers: Sequence[DistributedDataClassifie
     Rows keep their positions and index values; only ``filter_by`` removes rows, after all
     classifiers ran, as a boolean mask (order kept).
     """
-    if len(part) == 0:
-        return classifiers[0]._meta_for(part, classifiers)
+    columns, problems = _output_columns(part, classifiers)
+    out = assign_columns(part, columns)
+    return filter_partition(out, classifiers, problems)
+
+
+def output_partition(part: Any, classifiers: Sequence[DistributedDataClassifier]) -> Any:
+    """Only the output columns of every classifier, for ``part``'s rows (same index).
+
+    ``part`` needs only the classifiers' text columns: the dask graph feeds this function
+    a projection of the frame, so the models read nothing else.
+    """
+    columns, _ = _output_columns(part, classifiers)
+    return assign_columns(part.iloc[:, :0], columns)
+
+
+def filter_partition(
+    part: Any, classifiers: Sequence[DistributedDataClassifier], problems: Sequence[ProblemType | None]
+) -> Any:
+    """Apply each classifier's ``filter_by`` in turn (``problems``: how each reads its labels)."""
+    for classifier, problem in zip(classifiers, problems):
+        if classifier.filter_by is not None:
+            part = classifier.apply_filter(part, problem)
+    return part
+
+
+def _output_columns(
+    part: Any, classifiers: Sequence[DistributedDataClassifier]
+) -> tuple[dict[str, Any], list[ProblemType | None]]:
+    """Every classifier's columns for ``part`` (empty columns for an empty part), and the
+    problem types of those with ``filter_by`` (None for the others)."""
     columns: dict[str, Any] = {}
+    problems: list[ProblemType | None] = []
+    if len(part) == 0:
+        for classifier in classifiers:
+            info = classifier.describe()
+            problems.append(classifier.problem(info) if classifier.filter_by is not None else None)
+            columns.update({name: empty_column(dtype, part) for name, dtype in classifier.all_output_dtypes(info).items()})
+        return columns, problems
     texts_cache: dict[tuple, tuple[list[str], Any]] = {}
     encoded_cache: dict[tuple, EncodedTexts | WindowedTexts] = {}
-    infos = []
     for classifier in classifiers:
         loaded = get_model(classifier.model_identifier, classifier.cache_dir, classifier.device)
-        max_chars = classifier.max_chars
         max_length = classifier.max_seq_length or loaded.info.max_len
+        windowed = classifier.long_documents != "truncate"
+        # Characters past max_chars (default: derived from max_length) never reach the tokenizer.
+        max_chars = classifier.max_chars or default_max_chars(max_length, windowed)
         text_key = (classifier.text_field, max_chars)
         if text_key not in texts_cache:
             texts_cache[text_key] = clean_texts(text_values(part[classifier.text_field]), max_chars)
         texts, valid = texts_cache[text_key]
         # Same tokenizer files (not just the same folder) tokenize alike: share the ids.
         # Windowed ids differ from truncated ones, and with the overlap; mean and max share them.
-        windowed = classifier.long_documents != "truncate"
         mode = ("windows", classifier.chunk_overlap) if windowed else ("truncate",)
         encode_key = (text_key, loaded.info.tokenizer_key or str(loaded.info.tokenizer_path), max_length, mode)
         if encode_key not in encoded_cache:
+            # Text with no tokens (zero-width, combining, NUL) is invalid like "".
+            limits = {"max_chars": max_chars, "drop_tokenless": True}
             if windowed:
-                encoded_cache[encode_key] = encode_windows(loaded.tokenizer, texts, valid, max_length, classifier.chunk_overlap)
+                encoded_cache[encode_key] = encode_windows(loaded.tokenizer, texts, valid, max_length, classifier.chunk_overlap, **limits)
             else:
-                encoded_cache[encode_key] = encode(loaded.tokenizer, texts, valid, max_length)
-        columns.update(classifier_columns(classifier, loaded, encoded_cache[encode_key], valid, part))
-        infos.append(loaded.info)
-    out = assign_columns(part, columns)
-    for classifier, info in zip(classifiers, infos):
-        out = classifier._apply_filter(out, info)
-    return out
+                encoded_cache[encode_key] = encode(loaded.tokenizer, texts, valid, max_length, **limits)
+        tokens = encoded_cache[encode_key]
+        columns.update(classifier_columns(classifier, loaded, tokens, tokens.valid, part))
+        problems.append(classifier.problem(loaded.info) if classifier.filter_by is not None else None)
+    return columns, problems
 
 
 def classifier_columns(
@@ -81,7 +117,7 @@ def classifier_columns(
     result = infer(
         loaded,
         windows.windows if windows is not None else tokens,
-        classifier._batch_settings(),
+        classifier.batch_settings(info),
         embeddings=classifier.embedding_field is not None,
         dropout_samples=samples_wanted,
     )

@@ -46,7 +46,8 @@ from .. import frames
 from ..errors import InputError, ModelLoadError
 from ..models.loading import ModelInfo
 from ..models.multihead import split_heads, target_sizes
-from .nvidia import DEFAULT, HubClassifier, check_filter_labels
+from .hub import DEFAULT, HubClassifier
+from .options import check_filter_labels
 
 TASK_TARGET = "task_type"
 #: The complexity targets, in NeMo Curator's column order.
@@ -90,6 +91,7 @@ class PromptTaskComplexityClassifier(HubClassifier):
     its columns are fixed, so ``label_field``/``score_field`` are not accepted.
     """
 
+    own_columns = True
     MODEL_ID = "nvidia/prompt-task-and-complexity-classifier"
     MAX_CHARS = 2000
     MAX_SEQ_LENGTH = 512
@@ -121,7 +123,7 @@ class PromptTaskComplexityClassifier(HubClassifier):
             dtypes[self.column_prefix + name] = dtype
         return dtypes
 
-    def _check_model(self, info: ModelInfo) -> None:
+    def check_model(self, info: ModelInfo) -> None:
         source = info.path / "config.json"
         if info.layout != "multihead":
             raise InputError(

@@ -106,7 +106,8 @@ def run_teacher(ddf: Any, teacher: Teacher, text_field: str, truth_field: str | 
             done.append(k)
             tasks.append(dask.delayed(texts_digest)(part, text_field))
         else:
-            tasks.append(dask.delayed(label_partition)(part, operator, text_field, truth_field, teacher.problem, k, str(path)))
+            tasks.append(dask.delayed(label_partition)(part, operator, text_field, truth_field, teacher.problem,
+                                                       len(teacher.output_names), k, str(path)))
     started = time.perf_counter()
     results = dask.compute(*tasks)
     seconds = time.perf_counter() - started
@@ -141,7 +142,7 @@ def texts_digest(part: pd.DataFrame, text_field: str) -> str:
 
 
 def label_partition(part: pd.DataFrame, operator: Any, text_field: str, truth_field: str | None, problem: str,
-                    partition: int, path: str) -> str:
+                    width: int, partition: int, path: str) -> str:
     """Run the teacher on one partition and write its outputs; returns the texts' digest.
 
     Runs on a worker. The file appears under its final name only once complete.
@@ -160,7 +161,6 @@ def label_partition(part: pd.DataFrame, operator: Any, text_field: str, truth_fi
         arrays["truth"] = _truth_array(frames.text_values(part[truth_field]), truth_field)
     labels = frames.text_values(out[LABEL_COLUMN])
     if problem == "regression":
-        width = len(labels[0]) if labels and isinstance(labels[0], (list, np.ndarray)) else 1
         values = scores_matrix(labels, width)
     else:
         kind = pa.string() if problem == "single_label" else pa.list_(pa.string())

@@ -1,0 +1,424 @@
+"""``classify_files``: classify every data file of a folder into its own output file.
+
+This is what ``nemo-cls-dask classify`` runs; the CLI only parses options and prints.
+
+>>> from nemo_cls_dask import DistributedDataClassifier, classify_files
+>>> result = classify_files("in/", "out/", DistributedDataClassifier(model_identifier="debian-topics"))
+>>> result.written, result.failed, result.docs_per_second
+
+What a run guarantees (see :mod:`nemo_cls_dask.io` and :mod:`nemo_cls_dask.output_folder`):
+
+* one output file per input file at the input's relative path, each written atomically
+  (temporary name, then ``os.replace``), so a name under ``output`` is always a complete
+  file, also with ``overwrite=True``: an old output is replaced only by a complete new one;
+* resume: outputs that exist are skipped; temporary files that this plan's writer left
+  are removed, and nothing else is;
+* nothing outside the plan is touched: no output may resolve into the input tree or be a
+  link, and the output folder is locked for the run;
+* every input is checked (format, columns from the file's metadata) before a cluster
+  starts; one unreadable or different file is reported as failed, the others are written;
+* the result records per-file status, throughput, padding, label counts and a timeline.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError, NemoClsDaskError
+from .io import FileJob, plan_files
+from .output_folder import OutputError, OutputLock, check_targets, remove_own_temporaries
+
+DEFAULT_MODEL = "debian-topics"
+
+#: One point per finished partition: (seconds since the first task was sent, rows done,
+#: padding efficiency so far = real tokens / computed tokens, or None before any batch).
+TimelinePoint = tuple[float, int, "float | None"]
+
+
+@dataclass
+class FileOutcome:
+    """What happened to one input file: ``status`` is ``"written"``, ``"skipped"`` or ``"failed"``."""
+
+    source: Path
+    target: Path
+    status: str
+    rows: int | None = None
+    seconds: float | None = None  # from the first task sent to this file written
+    error: str | None = None
+
+
+@dataclass
+class ClassifyFilesResult:
+    """The outcome of :func:`classify_files`.
+
+    ``seconds`` is the classification clock: from the first task sent to the cluster to the
+    last file written (model loading on the workers included; cluster start excluded).
+    ``total_seconds`` covers the whole call (input checks, cluster start and shutdown).
+    """
+
+    files: list[FileOutcome]
+    output: Path
+    rows: int = 0
+    seconds: float = 0.0
+    total_seconds: float = 0.0
+    workers: int = 0
+    label_counts: dict[Any, int] = field(default_factory=dict)
+    real_tokens: int = 0
+    padded_tokens: int = 0
+    batches: int = 0
+    truth_field: str | None = None
+    correct: int = 0
+    truth_counts: dict[Any, int] = field(default_factory=dict)
+    known_labels: tuple[Any, ...] | None = None
+    timeline: list[TimelinePoint] = field(default_factory=list)
+    removed_temporaries: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def _with(self, status: str) -> list[FileOutcome]:
+        return [outcome for outcome in self.files if outcome.status == status]
+
+    @property
+    def written(self) -> list[FileOutcome]:
+        return self._with("written")
+
+    @property
+    def skipped(self) -> list[FileOutcome]:
+        return self._with("skipped")
+
+    @property
+    def failed(self) -> list[FileOutcome]:
+        return self._with("failed")
+
+    @property
+    def ok(self) -> bool:
+        """True when no file failed."""
+        return not self.failed
+
+    @property
+    def docs_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def padding_efficiency(self) -> float | None:
+        """Real tokens / computed tokens (1.0: no padding computed), or None without batches."""
+        return self.real_tokens / self.padded_tokens if self.padded_tokens else None
+
+    @property
+    def accuracy(self) -> float | None:
+        """Correct labels over all rows with a true label (None without ``truth_field``)."""
+        scored = sum(self.truth_counts.values())
+        return self.correct / scored if self.truth_field and scored else None
+
+    @property
+    def unknown_truth_rows(self) -> int:
+        """Rows whose true label is not one the model can predict."""
+        if self.known_labels is None:
+            return 0
+        known = set(self.known_labels)
+        return sum(count for label, count in self.truth_counts.items() if label not in known)
+
+    @property
+    def accuracy_on_known_labels(self) -> float | None:
+        """Accuracy over the rows whose true label the model knows (None without truth)."""
+        scored = sum(self.truth_counts.values()) - self.unknown_truth_rows
+        return self.correct / scored if self.truth_field and scored > 0 else None
+
+
+def classify_files(
+    source: str | os.PathLike,
+    output: str | os.PathLike,
+    classifiers: Any = None,
+    *,
+    output_format: str | None = None,
+    overwrite: bool = False,
+    truth_field: str | None = None,
+    encoding_errors: str = "strict",
+    client: Any = None,
+    cluster: dict[str, Any] | None = None,
+    progress: bool | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> ClassifyFilesResult:
+    """Classify every data file at ``source`` into its own file under the folder ``output``.
+
+    Parameters
+    ----------
+    source
+        A jsonl/parquet/csv/tsv file, or a folder searched recursively (names starting with
+        ``.`` or ``_`` and hidden folders are skipped).
+    output
+        The output folder (created; never a file; must not overlap ``source``).
+    classifiers
+        One :class:`~nemo_cls_dask.DistributedDataClassifier` or a list of them, run in one
+        pass (default: the packaged ``debian-topics`` model).
+    output_format
+        ``"parquet"`` or ``"jsonl"`` (default: each input file's own format; csv/tsv input
+        is written as parquet).
+    overwrite
+        Redo every file; each old output is replaced only when its new version is complete.
+    truth_field
+        Column with true labels: the result counts correct labels and true labels.
+    encoding_errors
+        Invalid UTF-8 in jsonl/csv input: ``"strict"`` fails that file naming the line,
+        ``"replace"`` reads such bytes as U+FFFD.
+    client
+        A ``distributed.Client`` to use (kept open). Default: start a cluster with
+        :func:`~nemo_cls_dask.get_client` and ``cluster`` as its options, and close it at the end.
+    progress
+        Show per-partition progress (rows, docs/s, ETA) on stderr: ``None`` (default) when
+        stderr is a terminal, ``True`` always, ``False`` never.
+    echo
+        Called with one line of text per event (a file written or failed, temporaries
+        removed); default: silent.
+
+    Raises :class:`~nemo_cls_dask.errors.NemoClsDaskError` for problems found before any
+    work starts (bad paths, an unusable model, no readable input, a locked output folder).
+    Files that fail later are reported in the result (``result.failed``), not raised.
+    """
+    from .cluster import check_cluster_options
+
+    started = time.perf_counter()
+    say = echo or (lambda line: None)
+    classifiers = _classifier_list(classifiers)
+    source, output = Path(source).expanduser(), Path(output).expanduser()
+    check_output_folder(source, output)
+    cluster = dict(cluster or {})
+    if client is None:
+        check_cluster_options(**cluster)
+    jobs = plan_files(source, output, output_format)
+    check_targets([job.target for job in jobs], source, output)
+    for classifier in classifiers:
+        classifier.describe()  # a bad model fails here, before a cluster starts
+    to_check = jobs if overwrite else [job for job in jobs if not job.done]
+    problems = check_inputs(to_check, _required_columns(classifiers, truth_field), encoding_errors)
+    if to_check and len(problems) == len(to_check):
+        listed = "\n  ".join(problems[job.target] for job in to_check[:5])
+        more = f"\n  ... and {len(to_check) - 5} more" if len(to_check) > 5 else ""
+        raise InputError(f"No input file can be classified (nothing was started or written):\n  {listed}{more}")
+    result = ClassifyFilesResult(files=[], output=output, truth_field=truth_field)
+    with _lock(output) as lock:
+        note = lock.previous_note()
+        if note:
+            result.notes.append(note)
+            say(note)
+        result.removed_temporaries = remove_own_temporaries(job.target for job in jobs)
+        if result.removed_temporaries:
+            say(f"removed {len(result.removed_temporaries)} unfinished temporary file(s) of an interrupted run")
+        pending = jobs if overwrite else [job for job in jobs if not job.done]
+        result.files = [FileOutcome(job.source, job.target, "skipped") for job in jobs if job not in pending]
+        for job in pending:
+            if job.target in problems:
+                _fail(result, job, problems[job.target], say, len(pending))
+        pending = [job for job in pending if job.target not in problems]
+        if pending:
+            own_client = client is None
+            if own_client:
+                from .cluster import get_client
+
+                client = get_client(**cluster)
+            try:
+                _run(client, pending, classifiers, result, encoding_errors, progress, say)
+            finally:
+                if own_client:
+                    from .cluster import close_client
+
+                    close_client(client)
+    order = {job.target: i for i, job in enumerate(jobs)}
+    result.files.sort(key=lambda outcome: order[outcome.target])
+    result.total_seconds = time.perf_counter() - started
+    return result
+
+
+def _required_columns(classifiers: Sequence[Any], truth_field: str | None) -> list[str]:
+    names = [getattr(classifier, "text_field", None) for classifier in classifiers] + [truth_field]
+    return sorted({name for name in names if name})
+
+
+def check_inputs(jobs: Sequence[FileJob], required: Sequence[str], encoding_errors: str = "strict") -> dict[Path, str]:
+    """``{target: problem}`` for the jobs whose input cannot be read or lacks a required column.
+
+    Reads only metadata (parquet) or the first line (text formats) of each file.
+    """
+    from .io import check_columns
+
+    problems: dict[Path, str] = {}
+    for job in jobs:
+        try:
+            check_columns(job.source, required, encoding_errors)
+        except InputError as error:
+            problems[job.target] = str(error)
+    return problems
+
+
+def _classifier_list(classifiers: Any) -> list[Any]:
+    from .classifiers import DistributedDataClassifier
+
+    if classifiers is None:
+        return [DistributedDataClassifier(model_identifier=DEFAULT_MODEL)]
+    if isinstance(classifiers, DistributedDataClassifier):
+        return [classifiers]
+    classifiers = list(classifiers)
+    if not classifiers:
+        raise InputError("classify_files needs at least one classifier.")
+    return classifiers
+
+
+def check_output_folder(source: Path, output: Path) -> None:
+    """Refuse an output that is a file or a link to one (never replaced by a folder) or overlaps the input."""
+    if output.is_symlink() and not output.is_dir():
+        raise OutputError(f"Output {output} is a link to {os.readlink(output)}, not a folder; give a folder (nothing was changed).")
+    if output.exists() and not output.is_dir():
+        raise OutputError(f"Output {output} is a file, not a folder; give a folder (a file is never replaced by a folder).")
+    source_root, output_root = source.resolve(), output.resolve()
+    if output_root == source_root or source_root in output_root.parents or output_root in source_root.parents:
+        raise OutputError(f"Output {output} overlaps the input {source}; choose another output folder.")
+
+
+def _lock(output: Path) -> OutputLock:
+    """Create the output folder and lock it for this run (write errors come before any compute)."""
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        return OutputLock(output).acquire()
+    except OutputError:
+        raise
+    except OSError as error:
+        raise OutputError(f"Cannot write to the output folder {output}: {error.strerror or error} ({error.filename or output}).") from error
+
+
+def _run(
+    client: Any,
+    pending: Sequence[FileJob],
+    classifiers: list[Any],
+    result: ClassifyFilesResult,
+    encoding_errors: str,
+    progress: bool | None,
+    say: Callable[[str], None],
+) -> None:
+    """Send every pending file's work to the cluster at once; record each file as it is written."""
+    import dask
+    from distributed import as_completed
+
+    from .classifiers import classify
+    from .engine import engine_stats, reset_engine_stats
+    from .io import read_frame, write_file_result
+
+    truth_field = result.truth_field
+    total = len(pending) + len(result.failed)
+    label_column = classifiers[0].summary_column()
+    result.known_labels = classifiers[0].describe().labels
+    result.workers = max(1, len(client.scheduler_info().get("workers", {})))
+    per_file = max(1, math.ceil(2 * result.workers / len(pending)))
+    client.run(reset_engine_stats)
+    start = time.perf_counter()
+    summaries: list[dict[str, Any]] = []
+    waiting: dict[str, tuple[str, FileJob, int]] = {}  # future key -> (kind, job, partition)
+    parts_of: dict[Path, list[Any]] = {}
+    futures = []
+    for job in pending:
+        try:
+            frame = read_frame(job.source, min_partitions=per_file, encoding_errors=encoding_errors)
+            if truth_field is not None and truth_field not in frame.columns:
+                raise InputError(f"--truth-field {truth_field!r} is not a column of {job.source}; columns: {list(frame.columns)}")
+            classified = classify(frame, classifiers)
+        except (NemoClsDaskError, OSError, ValueError) as error:
+            _fail(result, job, describe_failure(job.source, error), say, total)
+            continue
+        parts = client.compute(classified.to_delayed())
+        counts = client.map(len, parts, key=[f"rows-{part.key}" for part in parts])
+        write = client.submit(
+            write_file_result, parts, str(job.target), job.output_format, label_column, truth_field,
+            key=f"write-{job.target.name}-{dask.base.tokenize(str(job.target), classified)}",
+        )
+        parts_of[job.target] = parts
+        for index, count in enumerate(counts):
+            waiting[count.key] = ("partition", job, index)
+            futures.append(count)
+        waiting[write.key] = ("file", job, 0)
+        futures.append(write)
+    total_rows = None  # not known before the partitions are classified
+    rows_done = 0
+    bar = _progress_bar(progress, total_rows)
+    for future in as_completed(futures):
+        kind, job, index = waiting.pop(future.key)
+        if kind == "partition":
+            if future.status == "error":
+                continue  # reported with its file
+            rows_done += future.result()
+            stats = _add_counts(client.run(engine_stats).values())
+            padding = stats["real_tokens"] / stats["padded_tokens"] if stats.get("padded_tokens") else None
+            result.timeline.append((time.perf_counter() - start, rows_done, padding))
+            bar(rows_done, time.perf_counter() - start)
+            continue
+        parts = parts_of.pop(job.target)  # the file is done: its partitions may leave worker memory
+        if future.status == "error":
+            where = next((f"partition {i + 1} of {len(parts)}" for i, part in enumerate(parts) if part.status == "error"), None)
+            message = describe_failure(job.source, future.exception(), where=where, classifiers=classifiers, client=client)
+            _fail(result, job, message, say, total)
+            continue
+        summary = future.result()
+        summaries.append(summary)
+        outcome = FileOutcome(job.source, job.target, "written", rows=summary["rows"], seconds=time.perf_counter() - start)
+        result.files.append(outcome)
+        say(f"[{len(result.written) + len(result.failed)}/{total}] wrote {job.target} ({summary['rows']} rows)")
+    result.seconds = time.perf_counter() - start
+    bar(None, result.seconds)
+    stats = _add_counts(client.run(engine_stats).values())
+    result.real_tokens, result.padded_tokens, result.batches = (stats.get(k, 0) for k in ("real_tokens", "padded_tokens", "batches"))
+    result.rows = sum(summary["rows"] for summary in summaries)
+    result.label_counts = dict(_add_counts(summary.get("labels", {}) for summary in summaries))
+    if truth_field is not None:
+        result.correct = sum(summary.get("correct", 0) for summary in summaries)
+        result.truth_counts = dict(_add_counts(summary.get("truth", {}) for summary in summaries))
+
+
+def _fail(result: ClassifyFilesResult, job: FileJob, message: str, say: Callable[[str], None], total: int) -> None:
+    result.files.append(FileOutcome(job.source, job.target, "failed", error=message))
+    say(f"[{len(result.written) + len(result.failed)}/{total}] FAILED {job.source}: {message}")
+
+
+def _add_counts(counts: Any) -> Counter:
+    """Sum ``{key: count}`` dicts (per file, or per worker) into one."""
+    total: Counter = Counter()
+    for part in counts:
+        total.update(part)
+    return total
+
+
+def _progress_bar(progress: bool | None, total: int | None) -> Callable[[int | None, float], None]:
+    """A per-partition progress line on stderr (placeholder until :mod:`nemo_cls_dask.progress`)."""
+    return lambda rows, seconds: None
+
+
+def describe_failure(
+    path: Path,
+    error: BaseException | None,
+    *,
+    where: str | None = None,
+    classifiers: Sequence[Any] = (),
+    client: Any = None,
+) -> str:
+    """One file's error in words: the line of invalid UTF-8, or the partition that killed its worker."""
+    from .io import find_invalid_utf8
+
+    text = f"{type(error).__name__}: {error}"
+    if isinstance(error, UnicodeDecodeError) or "codec can't decode" in str(error):
+        found = find_invalid_utf8(path)
+        if found is not None:
+            return (
+                f"invalid UTF-8 at line {found[0]} (byte {found[1]}) of {path}; fix the file or pass "
+                f"--encoding-errors replace to read such bytes as U+FFFD"
+            )
+    if type(error).__name__ == "KilledWorker":
+        from .cluster import memory_advice
+
+        place = f"{where} of {path}" if where else str(path)
+        return f"{place} killed its worker process repeatedly ({error}). {memory_advice(classifiers, client)}"
+    if where:
+        text = f"{where}: {text}"
+    return text
