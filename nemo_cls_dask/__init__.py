@@ -5,6 +5,7 @@
 >>> out = DistributedDataClassifier(model_identifier="debian-topics", label_field="topic")(ddf)
 """
 
+from . import progress  # noqa: F401  (first: quiets tqdm.auto's widget warning before dependencies import it)
 from .active import ActiveLearner, query
 from .classifiers import (
     ComposedClassifier,
@@ -29,6 +30,7 @@ from .errors import InputError, ModelLoadError, ModelNotFoundError, NemoClsDaskE
 from .lightweight import KimCNNClassifier, SklearnOperator, SklearnTextClassifier, TextVocab
 from .models import BackboneHeadModel, describe_model, load_counts
 from .models.composed import ComposedModel, compose
+from .report import write_report
 from .train import TextClassifier, TrainingError
 
 __version__ = "0.1.0"
@@ -72,4 +74,5 @@ __all__ = [
     "load_counts",
     "query",
     "reset_engine_stats",
+    "write_report",
 ]

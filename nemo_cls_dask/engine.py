@@ -16,8 +16,10 @@ import threading
 import weakref
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,10 +62,10 @@ def autocast_dtype(device: torch.device, autocast: bool | str | None) -> torch.d
     native bf16 matrix instructions (AMX or AVX512-BF16, :func:`cpu_has_fast_bf16`), else
     fp32. ``False``/``None``/``"fp32"`` disable it; ``"bf16"``/``"fp16"`` force a dtype.
 
-    Why bf16 is the CPU default where it is fast: on an AVX512-BF16 EPYC it ran the packaged
-    MiniLM model 2.35x faster than fp32 with 99.65-99.83% of labels unchanged (issue 5's bar
-    for a default is 99.5%; ``benchmarks/bench_engine_options.py`` measures both). Without those
-    instructions bf16 is emulated and about 100x slower, so fp32 stays.
+    bf16 is the CPU default only where it is native: there it is much faster than fp32 with
+    almost every label unchanged; elsewhere it is emulated and far slower, so fp32 stays
+    (figures: BENCHMARKS.md, "Engine options on CPU"). It makes probabilities depend a
+    little on batching; the operator's ``deterministic=True`` runs fp32 whatever this says.
     """
     if autocast in (False, None, "fp32", "float32"):
         return None
@@ -146,9 +148,10 @@ class Inference:
     samples: torch.Tensor | None = None  # (k, rows, num_outputs): passes with dropout active
 
 
-def run_model(loaded: LoadedModel, encoded: EncodedTexts, settings: BatchSettings) -> torch.Tensor:
+def run_model(loaded: LoadedModel, encoded: EncodedTexts, settings: BatchSettings,
+              on_batch: Callable[[int], Any] | None = None) -> torch.Tensor:
     """Outputs ``(rows, num_outputs)`` in float32 on the model's device; NaN for invalid rows."""
-    return infer(loaded, encoded, settings).outputs
+    return infer(loaded, encoded, settings, on_batch=on_batch).outputs
 
 
 def infer(
@@ -158,6 +161,7 @@ def infer(
     *,
     embeddings: bool = False,
     dropout_samples: int | None = None,
+    on_batch: Callable[[int], Any] | None = None,
 ) -> Inference:
     """Run the model over ``encoded`` in sorted, token-budgeted batches.
 
@@ -165,6 +169,7 @@ def infer(
     forward pass (the module's ``forward_with_embedding``). ``dropout_samples=k`` also runs
     every batch ``k`` more times with dropout active (on a twin of the module, see
     :func:`mc_dropout_twin`); the ``outputs`` still come from the eval-mode pass.
+    ``on_batch(rows)`` is called after each batch (a progress bar's ``update``).
     """
     device = loaded.device
     num_rows = encoded.num_rows
@@ -212,6 +217,8 @@ def infer(
             out[index] = result.float()
             for sample in range(dropout_samples or 0):
                 samples[sample, index] = forward_with_oom_split(twin, input_ids, attention_mask, count_split).float()
+            if on_batch is not None:
+                on_batch(len(rows))
     _record(rows=int(valid_rows.size), real_tokens=encoded.num_tokens, padded_tokens=padded_tokens,
             batches=len(batches), oom_splits=splits)
     return Inference(out, vectors, samples)

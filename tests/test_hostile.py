@@ -28,6 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
+from tolerances import assert_labels_agree, score_rows
 from hypothesis import strategies as st
 
 from nemo_cls_dask import DistributedDataClassifier, InputError
@@ -49,9 +50,9 @@ HOSTILE_VALUES = [
     ("list", ["a", "list"], False),
     ("dict", {"text": "nested"}, False),
     ("control", "a\x00b\x01c\x1b[31mred\x7f", True),
-    ("nul-only", "\x00", True),
+    ("nul-only", "\x00", False),  # no tokens: null like "" (issue 14 item 15)
     ("bidi-override", "abc \u202edcba\u202c \u2066isolate\u2069", True),
-    ("zero-width", "\u200b\u200c\u200d\ufeff", True),
+    ("zero-width", "\u200b\u200c\u200d\ufeff", False),  # no tokens: null like ""
     ("rtl-hebrew", "שלום עולם, זה טקסט בעברית", True),
     ("rtl-arabic", "مرحبا بالعالم هذا نص عربي", True),
     ("mixed-scripts", "Hello мир 世界 مرحبا שלום नमस्ते 🌍", True),
@@ -182,7 +183,7 @@ def test_indexes_kept(index, head, varied_texts):
         return
     out = head(dd.from_pandas(frame, npartitions=3, sort=False)).compute(scheduler="sync")
     assert out.index.equals(index)
-    assert out["preds"].tolist() == expected["preds"].tolist()
+    assert_labels_agree(out["preds"], expected["preds"], score_rows(expected["p"]))  # other partitions: other batches
 
 
 def test_empty_one_row_and_all_null_partitions(head, varied_texts, keep_objects):

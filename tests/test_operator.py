@@ -35,6 +35,7 @@ from nemo_cls_dask.engine import CPU_BF16_ENV, autocast_dtype
 from nemo_cls_dask.models.loading import get_model
 
 from conftest import HEAD_LABELS, HF_LABELS, MULTI_LABELS
+from tolerances import assert_labels_agree, score_rows
 
 ATOL = 1e-5
 
@@ -223,8 +224,8 @@ def test_order_index_and_columns_preserved(index_kind, lazy, checkpoints, varied
     assert out.index.equals(frame.index)
     assert out.index.dtype == source.index.dtype
     pd.testing.assert_frame_equal(out[list(frame.columns)], source)
-    assert out["label"].tolist() == plain["label"].tolist()
-    # Other partitions make other batches: equal up to float rounding.
+    # Other partitions (or another index's row order) make other batches: equal up to float rounding.
+    assert_labels_agree(out["label"], plain["label"], score_rows(plain["prob"]), atol=ATOL)
     np.testing.assert_allclose(score_matrix(out["prob"]), score_matrix(plain["prob"]), rtol=0, atol=ATOL)
 
 
@@ -320,8 +321,8 @@ def test_null_and_non_string_text_pandas(checkpoints, varied_texts):
             assert pylist(valid["l"]) == pylist(alone["l"])
         elif layout == "regression":
             np.testing.assert_allclose(valid["l"].to_numpy(), alone["l"].to_numpy(), atol=ATOL)
-        else:
-            assert valid["l"].tolist() == alone["l"].tolist()
+        else:  # other rows in the batch: labels equal but for near-ties
+            assert_labels_agree(valid["l"], alone["l"], score_rows(alone["p"]), atol=ATOL)
         if score:
             np.testing.assert_allclose(score_matrix(valid["p"]), score_matrix(alone["p"]), atol=ATOL)
 
@@ -621,8 +622,9 @@ def test_default_autocast_on_a_bf16_cpu_runs_bf16(monkeypatch, checkpoints, vari
     forced = score_matrix(DistributedDataClassifier(**options, autocast="bf16")(frame)["p"])
     monkeypatch.setenv(CPU_BF16_ENV, "1")
     default = score_matrix(DistributedDataClassifier(**options)(frame)["p"])
-    np.testing.assert_array_equal(default, forced)
-    assert not np.array_equal(default, fp32)
+    # bf16, not fp32: only "same batches, fp32, one CPU" is exact; oneDNN may pick another bf16 kernel per call.
+    np.testing.assert_allclose(default, forced, rtol=0, atol=1e-6)
+    assert np.nanmax(np.abs(default - fp32)) > 1e-4  # bf16 rounding (~4e-3 relative) shows; fp32 would not
 
 
 def test_bad_cpu_bf16_setting_fails_when_applied(monkeypatch, checkpoints):

@@ -5,8 +5,9 @@ Tolerances (documented):
 * fp32, same batch composition (e.g. ``max_batch_rows=1``, or the same partitions and
   settings): probabilities are bit-for-bit equal;
 * fp32, different batch compositions (other partitions, ``batch_tokens``,
-  ``sort_by_length``): labels equal, probabilities within ``FP32_ATOL = 1e-5`` (padding
-  changes the shapes of the matmuls, so the summation order changes);
+  ``sort_by_length``): probabilities within ``FP32_ATOL = 1e-5`` (padding changes the
+  shapes of the matmuls, so the summation order changes), labels equal except where the
+  top two probabilities are within ``2 * FP32_ATOL`` (``tests/tolerances.py``);
 * bf16 autocast on CPU: probabilities within ``BF16_ATOL = 0.1`` of fp32 (the tiny random
   test models have large logits), labels equal on rows whose fp32 top-two margin is at
   least ``BF16_MARGIN = 0.2``.
@@ -29,6 +30,7 @@ import pyarrow as pa
 import pytest
 
 from nemo_cls_dask import DistributedDataClassifier, get_client
+from tolerances import assert_labels_agree, score_rows
 
 FP32_ATOL = 1e-5
 BF16_ATOL = 0.1
@@ -76,7 +78,7 @@ def test_labels_equal_across_batch_compositions(layout, npartitions, options, fr
     reference = run(frame, checkpoint, 0, max_batch_rows=1)  # one row per forward pass
     got = run(frame, checkpoint, npartitions, **options)
     assert got.index.equals(frame.index) and got["n"].tolist() == frame["n"].tolist()
-    assert got["preds"].tolist() == reference["preds"].tolist()
+    assert_labels_agree(got["preds"], reference["preds"], score_rows(reference["p"]), atol=FP32_ATOL)
     np.testing.assert_allclose(scores(got["p"]), scores(reference["p"]), rtol=0, atol=FP32_ATOL)
 
 
