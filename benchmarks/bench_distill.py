@@ -140,8 +140,8 @@ def main() -> None:
         teacher_accuracy = accuracy_of(teacher_test, test["section"])
         print(f"teacher {teacher}: test accuracy {teacher_accuracy:.4f} {elapsed()}", flush=True)
         if args.teacher_only:
-            result = distill(teacher, "tfidf", pool_ddf, text_field="text", work_dir=work, speed_rows=0,
-                             model_out=_fresh(out / "students" / "teacher-pass"))
+            result = distill(teacher, "tfidf", pool_ddf, text_field="text", truth_field="section", work_dir=work,
+                             speed_rows=0, model_out=_fresh(out / "students" / "teacher-pass"))
             print(f"teacher pass complete: {len(result.teacher_partitions_run)} partitions labelled now in "
                   f"{result.teacher_seconds:.0f}s, {len(result.teacher_partitions_reused)} reused {elapsed()}")
             return
@@ -180,8 +180,9 @@ def main() -> None:
                 curve.append(stages[f"curve:{size}"])
                 continue
             limit = None if size == "all" else int(size)
-            result = distill(teacher, "tfidf", pool_ddf, text_field="text", work_dir=work, speed_rows=0,
-                             model_out=_fresh(out / "students" / f"tfidf-curve-{size}"), max_train_rows=limit)
+            result = distill(teacher, "tfidf", pool_ddf, text_field="text", truth_field="section", work_dir=work,
+                             speed_rows=0, model_out=_fresh(out / "students" / f"tfidf-curve-{size}"),
+                             max_train_rows=limit)
             accuracy = accuracy_of(result.student.predict(test["text"].tolist()), test["section"])
             rows_used = result.train_rows
             alone = make_student("tfidf", "single_label").fit(labelled.iloc[:rows_used], text_field="text",
