@@ -179,11 +179,14 @@ def outcome_metrics(problem: str, scores: np.ndarray, target: np.ndarray, thresh
     0.5): ``micro_f1``, ``macro_f1``, ``per_label_f1`` (dict by label), ``ece``; regression:
     ``mse``, ``mae``. Rows whose scores hold NaN (null or blank text) are left out.
     """
+    from ..problems import get_problem
+
+    kind = get_problem(problem)
     keep = ~np.isnan(scores).any(axis=1)
     scores, target = scores[keep], target[keep]
-    if problem == "regression":
+    if not kind.is_classifier:
         return regression_metrics(target, scores)
-    if problem == "single_label":
+    if not kind.multi_label:
         predicted = scores.argmax(axis=1)
         return {"accuracy": accuracy(target, predicted), "macro_f1": macro_f1(target, predicted, scores.shape[1]),
                 "ece": expected_calibration_error(scores, target)}
