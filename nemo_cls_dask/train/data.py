@@ -253,6 +253,10 @@ def split_mask(n: int, fraction: float, rng: np.random.Generator, classes: np.nd
 
     Stratified: each class gives round(fraction x count) rows, at least one when it has two
     or more rows and never all of them.
+
+    Hand-written rather than ``train_test_split``: it runs on each chunk (a dask partition)
+    with a per-partition seed, and must not raise on a class with a single row in that
+    chunk, which scikit-learn's stratified split refuses.
     """
     mask = np.zeros(n, dtype=bool)
     if fraction <= 0 or n == 0:

@@ -1,4 +1,12 @@
-"""Metrics and threshold tuning in plain numpy (no scikit-learn in the library)."""
+"""Metrics and threshold tuning in plain numpy.
+
+Written here rather than taken from scikit-learn because they run inside the training
+loop on every validation pass, take the package's target encodings as they are (class ids,
+0/1 matrices, NaN rows for blank text) and must give the same numbers on workers that
+only have the inference dependencies. The micro-F1 threshold search has no library
+equivalent: scikit-learn tunes one threshold per binary problem, not thresholds that
+maximize micro-F1 together.
+"""
 
 from __future__ import annotations
 
