@@ -552,7 +552,8 @@ class TextClassifier(TorchTextEstimator):
             raise InputError("frozen_backbone=True needs a backbone + fc head; a transformers sequence classifier "
                              "has its own head layers between the encoder and the output layer.")
         params, stored = cls._stored_params(info)
-        params.update(max_len=info.max_len, warm_start=True, backbone=str(info.path), pooling="cls")
+        params.update(max_len=info.max_len, warm_start=True, backbone=str(info.path), pooling="cls",
+                      frozen_backbone=False)  # a head trained frozen and saved here is now a whole classifier
         params.update(overrides)
         self = cls(**params)
         hf_model = layout_named("hf").load(info, self.cache_dir).model.float().eval()
