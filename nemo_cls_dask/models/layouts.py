@@ -21,7 +21,9 @@ tried last. This module imports nothing from the layouts, so it sits below all o
 
 from __future__ import annotations
 
+import importlib.metadata
 import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -129,8 +131,33 @@ def unregister_layout(name: str) -> None:
         _LAYOUTS.pop(name, None)
 
 
+ENTRY_POINT_GROUP = "nemo_cls_dask.layouts"
+_plugins_loaded = False
+
+
+def load_layout_plugins() -> None:
+    """Import, once per process, every module registered under the ``nemo_cls_dask.layouts`` entry point.
+
+    Layouts that live above this layer (the KimCNN layout in ``lightweight/``) or in other
+    packages register themselves when their module is imported. Naming the module as an
+    entry point (pyproject.toml) lets the registry find it in a fresh worker process without
+    this layer importing anything above it. A plugin that fails to import is skipped with a
+    warning naming it; the other layouts still work.
+    """
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            entry.load()
+        except Exception as error:  # noqa: BLE001  (a broken plugin must not break the built-in layouts)
+            warnings.warn(f"checkpoint layout plugin {entry.name!r} ({entry.value}) failed to import: {error!r}", stacklevel=2)
+
+
 def registered_layouts() -> list[CheckpointLayout]:
     """The layouts in the order they are tried."""
+    load_layout_plugins()
     with _LOCK:
         layouts = list(_LAYOUTS.values())
     return sorted(layouts, key=lambda layout: layout.priority)  # stable: registration order within a priority
@@ -147,6 +174,7 @@ def layout_for(config: dict[str, Any], source: str) -> CheckpointLayout:
 
 def layout_named(name: str) -> CheckpointLayout:
     """The registered layout called ``name``."""
+    load_layout_plugins()
     with _LOCK:
         layout = _LAYOUTS.get(name)
     if layout is None:
