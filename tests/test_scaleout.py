@@ -157,7 +157,6 @@ def test_api_and_cli_on_scheduler_file_deployment(deployment, head_checkpoint, h
             capture_output=True, text=True, env=deployment.env, cwd=REPO, timeout=600,
         )
         assert completed.returncode == 0, completed.stdout + completed.stderr
-        assert "on 2 worker(s)" in completed.stdout
         written = pd.concat(pd.read_parquet(path) for path in sorted((tmp_path / "out").glob("*.parquet")))
         sentiment = DistributedDataClassifier(model_identifier=hf_checkpoint, label_field="sentiment")
         assert_every_row_once(written, sentiment(frame), "sentiment")

@@ -65,6 +65,7 @@ def test_user_values_are_kept():
     resolved = plan(epochs=2, learning_rate=3e-5, head_learning_rate=1e-4, early_stopping_patience=None)
     assert (resolved.epochs, resolved.learning_rate, resolved.head_learning_rate) == (2, 3e-5, 1e-4)
     assert resolved.early_stopping_patience is None and resolved.automatic == ()
+    assert plan(epochs=np.int64(4), learning_rate=np.float32(2e-5)).epochs == 4  # as GridSearchCV passes them
     # Frozen: the only rate is the head's; a learning_rate given is used for it.
     assert plan(frozen_backbone=True, learning_rate=1e-2).head_learning_rate == 1e-2
 

@@ -25,6 +25,7 @@ does not clearly beat it gets a :class:`NearChanceWarning` that says what to try
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -94,9 +95,9 @@ class TrainingPlan:
 
 
 def _check_positive_int(name: str, value: Any, allow: tuple = ()) -> None:
-    if value in allow and not isinstance(value, bool):
+    if isinstance(value, (str, type(None))) and value in allow:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         allowed = " or ".join([repr(a) for a in allow] + ["a positive integer"])
         raise InputError(f"{name} must be {allowed}, got {value!r}.")
 
@@ -104,7 +105,7 @@ def _check_positive_int(name: str, value: Any, allow: tuple = ()) -> None:
 def _check_rate(name: str, value: Any) -> None:
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
         raise InputError(f"{name} must be None (automatic) or a finite non-negative number, got {value!r}.")
 
 
