@@ -391,8 +391,24 @@ def _add_counts(counts: Any) -> Counter:
 
 
 def _progress_bar(progress: bool | None, total: int | None) -> Callable[[int | None, float], None]:
-    """A per-partition progress line on stderr (placeholder until :mod:`nemo_cls_dask.progress`)."""
-    return lambda rows, seconds: None
+    """A per-partition progress bar on stderr (rows done, docs/s; ETA when ``total`` is known).
+
+    Call it with the rows done so far after each partition, and with None at the end.
+    """
+    from .progress import progress_bar
+
+    bar = progress_bar(total, desc="classify", unit="doc", progress=progress)
+    shown = 0
+
+    def update(rows: int | None, seconds: float) -> None:
+        nonlocal shown
+        if rows is None:
+            bar.close()
+            return
+        bar.update(rows - shown)
+        shown = rows
+
+    return update
 
 
 def describe_failure(
