@@ -341,7 +341,7 @@ def _run(
             futures.append(count)
         waiting[write.key] = ("file", job, 0)
         futures.append(write)
-    total_rows = None  # not known before the partitions are classified
+    total_rows = _rows_from_metadata(job.source for job in pending)  # the bar's ETA; None for text inputs
     rows_done = 0
     bar = _progress_bar(progress, total_rows)
     for future in as_completed(futures):
@@ -387,6 +387,21 @@ def _add_counts(counts: Any) -> Counter:
     total: Counter = Counter()
     for part in counts:
         total.update(part)
+    return total
+
+
+def _rows_from_metadata(sources: Any) -> int | None:
+    """Total rows of parquet inputs from their footers (no data read); None if any file is not parquet."""
+    import pyarrow.parquet as pq
+
+    total = 0
+    for source in sources:
+        if Path(source).suffix.lower() not in (".parquet", ".pq"):
+            return None
+        try:
+            total += pq.ParquetFile(source).metadata.num_rows
+        except (OSError, ValueError):
+            return None
     return total
 
 

@@ -36,8 +36,10 @@ def test_classify_writes_a_report_from_its_outputs(source, tmp_path, head_checkp
     output, report = tmp_path / "out", tmp_path / "run.html"
     argv = ["classify", str(source), str(output), "--model", str(head_checkpoint), "--score-field", "p",
             "--truth-field", "truth", "--n-workers", "1", "--report", str(report)]
-    assert main(argv) == 0
-    assert f"report: {report}" in capsys.readouterr().out
+    assert main(argv + ["--progress"]) == 0
+    shown = capsys.readouterr()
+    assert f"report: {report}" in shown.out
+    assert re.search(r"classify: 100%.*24/24 \[", shown.err)  # the forced bar: total from the parquet footers
     page = report.read_text(encoding="utf-8")
     outputs = pd.concat([pq.read_table(p, columns=["preds", "truth"]).to_pandas() for p in sorted(output.glob("*.parquet"))])
     assert table_value(page, "rows") == str(len(outputs))
