@@ -12,9 +12,9 @@ fine-tuned on the 5,000 rows here, cached in ``--out``; slow on a CPU).
 
 Students: each distilled on the teacher's outputs over the pool (``nemo_cls_dask.distill``
 on a 2-worker ``LocalCluster``), and the same student trained on the 5,000 labelled rows
-alone. Reported on the test side: accuracy; against the teacher: agreement; speed: the
-student's and the teacher's docs/s on the same cluster over the same held-out pool rows
-(``DistillResult``). A curve of TF-IDF student accuracy against teacher-labelled rows is
+alone. Reported on the test side: accuracy; against the teacher: agreement; speed: each
+model's docs/s as an operator over the same ``--speed-rows`` test rows on the same
+cluster, models loaded first (``nemo_cls_dask.distill.docs_per_second``). A curve of TF-IDF student accuracy against teacher-labelled rows is
 written as a table and a PNG.
 
 The teacher's pass is resumable: if the command is stopped, run it again with the same
@@ -42,13 +42,29 @@ import pandas as pd  # noqa: E402
 
 import build_default_model as debian  # noqa: E402
 from nemo_cls_dask import DistributedDataClassifier, TextClassifier, distill, get_client  # noqa: E402
-from nemo_cls_dask.distill.students import make_student  # noqa: E402
+from nemo_cls_dask.distill import docs_per_second  # noqa: E402
+from nemo_cls_dask.distill.students import make_student, saved_operator  # noqa: E402
 
-STUDENTS = ("tfidf", "kimcnn-word", "kimcnn-char")
+STUDENTS = ("tfidf", "kimcnn-word")
 
 
 def load_data(args) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(labelled rows, pool rows, test rows) with columns ``text`` and ``section``."""
+    """(labelled rows, pool rows, test rows) with columns ``text`` and ``section``; cached in ``--out``
+    (reading the apt lists takes minutes on a busy machine)."""
+    cache = Path(args.out) / f"data-{args.pool_rows}-{args.test_rows}.parquet"
+    if cache.is_file():
+        data = pd.read_parquet(cache)
+        parts = tuple(data[data["part"] == name].drop(columns="part").reset_index(drop=True)
+                      for name in ("labelled", "pool", "test"))
+        print(f"read {cache}: labelled {len(parts[0])}, pool {len(parts[1])}, test {len(parts[2])}", flush=True)
+        return parts
+    labelled, pool, test = read_debian(args)
+    pd.concat([labelled.assign(part="labelled"), pool.assign(part="pool"), test.assign(part="test")],
+              ignore_index=True).to_parquet(cache)
+    return labelled, pool, test
+
+
+def read_debian(args) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     frame = debian.deduplicate(debian.load_records(debian.PACKAGES_FILE, debian.TRANSLATION_FILE))
     sections = debian.top_sections(frame, debian.N_LABELS)
     data = frame[frame["section"].isin(sections)].reset_index(drop=True)
@@ -58,7 +74,9 @@ def load_data(args) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     pool = debian.sample_rows(train_side, min(args.pool_rows, len(train_side)), debian.SEED + 7)
     print(f"{len(data)} descriptions in {len(sections)} sections; train side {len(train_side)}, test side "
           f"{int(is_test.sum())}; labelled {len(split.train)}, pool {len(pool)}, test {len(split.heldout)}", flush=True)
-    return split.train[["text", "section"]], pool[["text", "section"]], split.heldout[["text", "section"]]
+    columns = ["text", "section"]
+    return (split.train[columns].reset_index(drop=True), pool[columns].reset_index(drop=True),
+            split.heldout[columns].reset_index(drop=True))
 
 
 def build_teacher(args, labelled: pd.DataFrame) -> str:
@@ -79,73 +97,113 @@ def accuracy_of(labels, truth: pd.Series) -> float:
     return float(np.mean(np.asarray(labels, dtype=object) == truth.to_numpy(dtype=object)))
 
 
+def teacher_outputs(teacher: str, test: pd.DataFrame, workers: int, cache: Path) -> pd.Series:
+    """The teacher's labels of the test rows (cached: the teacher is the slow part)."""
+    if cache.is_file():
+        return pd.read_parquet(cache)["teacher"]
+    test_ddf = dd.from_pandas(test[["text"]], npartitions=workers * 4, sort=False)
+    labels = DistributedDataClassifier(model_identifier=teacher, label_field="teacher")(test_ddf).compute()["teacher"]
+    pd.DataFrame({"teacher": labels}).to_parquet(cache)
+    return labels
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="bench-distill", help="work folder (teacher outputs, students, report)")
     parser.add_argument("--teacher", default="debian-topics", choices=["debian-topics", "finetune"])
     parser.add_argument("--epochs", type=int, default=1, help="--teacher finetune: epochs")
-    parser.add_argument("--pool-rows", type=int, default=12000)
-    parser.add_argument("--partition-rows", type=int, default=500)
-    parser.add_argument("--test-rows", type=int, default=2000)
-    parser.add_argument("--speed-rows", type=int, default=1000)
+    parser.add_argument("--pool-rows", type=int, default=3000)
+    parser.add_argument("--partition-rows", type=int, default=200)
+    parser.add_argument("--test-rows", type=int, default=1000)
+    parser.add_argument("--speed-rows", type=int, default=200, help="test rows every model is timed on")
     parser.add_argument("--students", default=",".join(STUDENTS))
-    parser.add_argument("--curve", default="500,1000,2000,5000,all", help="teacher-labelled rows for the TF-IDF curve")
+    parser.add_argument("--curve", default="250,1000,all", help="teacher-labelled rows for the TF-IDF curve")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--teacher-only", action="store_true",
+                        help="only run (or resume) the teacher's pass over the pool and the test rows, then stop")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+
+    def elapsed() -> str:
+        return f"({time.perf_counter() - started:.0f}s)"
+
     labelled, pool, test = load_data(args)
     teacher = build_teacher(args, labelled)
     client = get_client(n_workers=args.workers, device="cpu", threads_per_worker=1)
     rows: list[dict] = []
     try:
         pool_ddf = dd.from_pandas(pool, npartitions=max(1, len(pool) // args.partition_rows), sort=False)
-        test_ddf = dd.from_pandas(test, npartitions=args.workers * 4, sort=False)
-        teacher_test = DistributedDataClassifier(model_identifier=teacher, label_field="teacher")(test_ddf).compute()
-        teacher_accuracy = accuracy_of(teacher_test["teacher"], test["section"])
-        print(f"teacher {teacher}: test accuracy {teacher_accuracy:.4f}", flush=True)
         work = out / f"teacher-outputs-{args.teacher}-{len(pool)}"
+        teacher_test = teacher_outputs(teacher, test, args.workers, out / f"teacher-test-{args.teacher}-{len(test)}.parquet")
+        teacher_accuracy = accuracy_of(teacher_test, test["section"])
+        print(f"teacher {teacher}: test accuracy {teacher_accuracy:.4f} {elapsed()}", flush=True)
+        if args.teacher_only:
+            result = distill(teacher, "tfidf", pool_ddf, text_field="text", truth_field="section", work_dir=work,
+                             speed_rows=0, model_out=_fresh(out / "students" / "teacher-pass"))
+            print(f"teacher pass complete: {len(result.teacher_partitions_run)} partitions labelled now in "
+                  f"{result.teacher_seconds:.0f}s, {len(result.teacher_partitions_reused)} reused {elapsed()}")
+            return
+        timed = test[["text"]].iloc[: args.speed_rows]
+        parts = args.workers * 2
+        teacher_speed = docs_per_second(DistributedDataClassifier(model_identifier=teacher, label_field="t"), timed, parts)
+        print(f"teacher: {teacher_speed:.1f} docs/s on {len(timed)} test rows {elapsed()}", flush=True)
+        # Finished stages are kept in --out, so a rerun after a timeout continues where it stopped.
+        stages_file = out / f"stages-{args.teacher}-{len(pool)}.json"
+        stages = json.loads(stages_file.read_text()) if stages_file.is_file() else {}
         for name in args.students.split(","):
+            if f"student:{name}" in stages:
+                rows.append(stages[f"student:{name}"])
+                continue
             result = distill(teacher, name, pool_ddf, text_field="text", truth_field="section", work_dir=work,
-                             model_out=_fresh(out / "students" / f"{name}-distilled"), speed_rows=args.speed_rows)
-            print(result.summary(), flush=True)
+                             model_out=_fresh(out / "students" / f"{name}-distilled"), speed_rows=0)
+            print(result.summary(), elapsed(), flush=True)
             distilled = result.student.predict(test["text"].tolist())
+            speed = docs_per_second(saved_operator(Path(result.path), "text", "single_label"), timed, parts)
             alone = make_student(name, "single_label").fit(labelled, text_field="text", label_field="section")
             rows.append({
                 "student": name, "targets": result.targets, "train_rows": result.train_rows,
                 "accuracy": accuracy_of(distilled, test["section"]),
-                "agreement": float(np.mean(np.asarray(distilled, object) == teacher_test["teacher"].to_numpy(object))),
+                "agreement": float(np.mean(np.asarray(distilled, object) == teacher_test.to_numpy(object))),
                 "labelled_only_accuracy": accuracy_of(alone.predict(test["text"].tolist()), test["section"]),
-                "student_docs_per_s": result.student_docs_per_s, "teacher_docs_per_s": result.teacher_docs_per_s,
-                "speedup": result.speedup, "teacher_seconds": result.teacher_seconds,
-                "teacher_partitions_run": len(result.teacher_partitions_run),
+                "student_docs_per_s": speed, "teacher_docs_per_s": teacher_speed, "speedup": speed / teacher_speed,
+                "teacher_seconds": result.teacher_seconds, "teacher_partitions_run": len(result.teacher_partitions_run),
+                "teacher_partitions_reused": len(result.teacher_partitions_reused),
             })
-            print(json.dumps(rows[-1]), flush=True)
+            print(json.dumps(rows[-1]), elapsed(), flush=True)
+            stages[f"student:{name}"] = rows[-1]
+            stages_file.write_text(json.dumps(stages, indent=2))
         curve = []
         for size in args.curve.split(","):
+            if f"curve:{size}" in stages:
+                curve.append(stages[f"curve:{size}"])
+                continue
             limit = None if size == "all" else int(size)
-            result = distill(teacher, "tfidf", pool_ddf, text_field="text", work_dir=work, speed_rows=0,
-                             model_out=_fresh(out / "students" / f"tfidf-curve-{size}"), max_train_rows=limit)
+            result = distill(teacher, "tfidf", pool_ddf, text_field="text", truth_field="section", work_dir=work,
+                             speed_rows=0, model_out=_fresh(out / "students" / f"tfidf-curve-{size}"),
+                             max_train_rows=limit)
             accuracy = accuracy_of(result.student.predict(test["text"].tolist()), test["section"])
-            alone_acc = None
-            if limit is not None and limit <= len(labelled):
-                alone = make_student("tfidf", "single_label").fit(labelled.iloc[:limit], text_field="text", label_field="section")
-                alone_acc = accuracy_of(alone.predict(test["text"].tolist()), test["section"])
-            curve.append({"teacher_labelled_rows": result.train_rows, "distilled_accuracy": accuracy,
-                          "labelled_only_accuracy": alone_acc})
-            print(json.dumps(curve[-1]), flush=True)
+            rows_used = result.train_rows
+            alone = make_student("tfidf", "single_label").fit(labelled.iloc[:rows_used], text_field="text",
+                                                              label_field="section")
+            curve.append({"teacher_labelled_rows": rows_used, "true_labelled_rows": min(rows_used, len(labelled)),
+                          "distilled_accuracy": accuracy,
+                          "labelled_only_accuracy": accuracy_of(alone.predict(test["text"].tolist()), test["section"])})
+            print(json.dumps(curve[-1]), elapsed(), flush=True)
+            stages[f"curve:{size}"] = curve[-1]
+            stages_file.write_text(json.dumps(stages, indent=2))
     finally:
         cluster = client.cluster
         client.close()
         cluster.close()
     report = {"teacher": teacher, "teacher_accuracy": teacher_accuracy, "pool_rows": len(pool), "test_rows": len(test),
-              "labelled_rows": len(labelled), "students": rows, "curve": curve,
+              "labelled_rows": len(labelled), "speed_rows": len(timed), "students": rows, "curve": curve,
               "seconds": time.perf_counter() - started}
     (out / "bench_distill.json").write_text(json.dumps(report, indent=2))
     print(markdown(report))
     plot(curve, teacher_accuracy, out / "distill_curve.png")
-    print(f"wrote {out / 'bench_distill.json'} and {out / 'distill_curve.png'} in {report['seconds']:.0f}s")
+    print(f"wrote {out / 'bench_distill.json'} and {out / 'distill_curve.png'} {elapsed()}")
 
 
 def _fresh(folder: Path) -> Path:
@@ -167,11 +225,10 @@ def markdown(report: dict) -> str:
                      f"{row['accuracy'] / teacher_accuracy:.1%} | {row['agreement']:.3f} | "
                      f"{row['labelled_only_accuracy']:.3f} | {row['student_docs_per_s']:.0f} | "
                      f"{row['teacher_docs_per_s']:.0f} | {row['speedup']:.1f}x |")
-    lines += ["", "| teacher-labelled rows | TF-IDF distilled accuracy | TF-IDF on as many true labels |", "|---|---|---|"]
+    lines += ["", "| teacher-labelled rows | TF-IDF distilled accuracy | TF-IDF on as many true labels (rows) |", "|---|---|---|"]
     for point in report["curve"]:
-        alone = point["labelled_only_accuracy"]
         lines.append(f"| {point['teacher_labelled_rows']} | {point['distilled_accuracy']:.3f} | "
-                     f"{'' if alone is None else f'{alone:.3f}'} |")
+                     f"{point['labelled_only_accuracy']:.3f} ({point['true_labelled_rows']}) |")
     return "\n".join(lines)
 
 
@@ -187,9 +244,7 @@ def plot(curve: list[dict], teacher_accuracy: float, path: Path) -> None:
     figure, axes = plt.subplots(figsize=(6, 4))
     x = [p["teacher_labelled_rows"] for p in curve]
     axes.plot(x, [p["distilled_accuracy"] for p in curve], "o-", label="TF-IDF distilled (teacher labels)")
-    alone = [(p["teacher_labelled_rows"], p["labelled_only_accuracy"]) for p in curve if p["labelled_only_accuracy"] is not None]
-    if alone:
-        axes.plot(*zip(*alone), "s--", label="TF-IDF on true labels")
+    axes.plot(x, [p["labelled_only_accuracy"] for p in curve], "s--", label="TF-IDF on as many true labels")
     axes.axhline(teacher_accuracy, color="grey", linestyle=":", label="teacher")
     axes.set_xscale("log")
     axes.set_xlabel("training rows")

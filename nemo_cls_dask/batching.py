@@ -23,10 +23,13 @@ DEFAULT_MIN_PADDING_EFFICIENCY = 0.97
 #: ... but only once it holds at least this share of the token budget. Training keeps this
 #: default: there the batch size is an optimization setting, and halving it changes the run.
 DEFAULT_MIN_FILL = 0.125
-#: Inference closes batches earlier (256 tokens of the 8,192 CPU budget): batch size changes
-#: no result there. Measured on Debian descriptions in bf16, one thread: partitions of 125
-#: rows went from padding efficiency 0.921 (at 1/8) to 0.973 and 5% faster, partitions of 50
-#: rows from 0.841 to 0.953 and 20% faster; 1,000-row partitions kept 0.977.
+#: Inference closes batches earlier (256 tokens of the 8,192 CPU budget): there the batch
+#: size is not an optimization setting. It still moves results a little: in fp32 by float
+#: round-off (about 1e-6: other kernel shapes and padding), under bf16 autocast (the CPU
+#: default where AMX or AVX512-BF16 exists) by up to about 1e-2 in a probability. The
+#: operator's ``deterministic=True`` runs each row alone in fp32, so a row's outputs do not
+#: depend on its partition or batch. Closing early keeps small partitions' padding low
+#: (figures: BENCHMARKS.md, "Inference against the tools users would pick instead").
 INFERENCE_MIN_FILL = 1 / 32
 
 

@@ -96,7 +96,6 @@ def float_list_column(matrix: torch.Tensor, valid: np.ndarray, like: Any) -> Any
     width = int(matrix.shape[1]) if matrix.ndim == 2 else 0
     try:
         import cupy
-        import pylibcudf as plc
 
         keep = cupy.asarray(valid)
         values = device_array(matrix).astype(cupy.float32).reshape(rows, width)

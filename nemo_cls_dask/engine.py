@@ -62,10 +62,10 @@ def autocast_dtype(device: torch.device, autocast: bool | str | None) -> torch.d
     native bf16 matrix instructions (AMX or AVX512-BF16, :func:`cpu_has_fast_bf16`), else
     fp32. ``False``/``None``/``"fp32"`` disable it; ``"bf16"``/``"fp16"`` force a dtype.
 
-    Why bf16 is the CPU default where it is fast: on an AVX512-BF16 EPYC it ran the packaged
-    MiniLM model 2.35x faster than fp32 with 99.65-99.83% of labels unchanged (issue 5's bar
-    for a default is 99.5%; ``benchmarks/bench_engine_options.py`` measures both). Without those
-    instructions bf16 is emulated and about 100x slower, so fp32 stays.
+    bf16 is the CPU default only where it is native: there it is much faster than fp32 with
+    almost every label unchanged; elsewhere it is emulated and far slower, so fp32 stays
+    (figures: BENCHMARKS.md, "Engine options on CPU"). It makes probabilities depend a
+    little on batching; the operator's ``deterministic=True`` runs fp32 whatever this says.
     """
     if autocast in (False, None, "fp32", "float32"):
         return None

@@ -13,6 +13,8 @@ What a run guarantees (see :mod:`nemo_cls_dask.io` and :mod:`nemo_cls_dask.outpu
   file, also with ``overwrite=True``: an old output is replaced only by a complete new one;
 * resume: outputs that exist are skipped; temporary files that this plan's writer left
   are removed, and nothing else is;
+* the settings that produced the outputs are recorded (:mod:`nemo_cls_dask.manifest`); a
+  resume with other settings is refused unless ``overwrite=True``;
 * nothing outside the plan is touched: no output may resolve into the input tree or be a
   link, and the output folder is locked for the run;
 * every input is checked (format, columns from the file's metadata) before a cluster
@@ -33,11 +35,12 @@ from typing import Any
 
 from .errors import InputError, NemoClsDaskError
 from .io import FileJob, plan_files
+from .manifest import MANIFEST_NAME, check_manifest, run_record, write_manifest
 from .output_folder import OutputError, OutputLock, check_targets, remove_own_temporaries
 
 DEFAULT_MODEL = "debian-topics"
 
-#: One point per finished partition: (seconds since the first task was sent, rows done,
+#: One point per finished partition: (seconds since the tasks were sent, rows done,
 #: padding efficiency so far = real tokens / computed tokens, or None before any batch).
 TimelinePoint = tuple[float, int, "float | None"]
 
@@ -201,15 +204,18 @@ def classify_files(
         listed = "\n  ".join(problems[job.target] for job in to_check[:5])
         more = f"\n  ... and {len(to_check) - 5} more" if len(to_check) > 5 else ""
         raise InputError(f"No input file can be classified (nothing was started or written):\n  {listed}{more}")
+    record = run_record(classifiers, output_format)
     result = ClassifyFilesResult(files=[], output=output, truth_field=truth_field)
     with _lock(output) as lock:
         note = lock.previous_note()
         if note:
             result.notes.append(note)
             say(note)
-        result.removed_temporaries = remove_own_temporaries(job.target for job in jobs)
+        result.removed_temporaries = remove_own_temporaries([job.target for job in jobs] + [output / MANIFEST_NAME])
         if result.removed_temporaries:
             say(f"removed {len(result.removed_temporaries)} unfinished temporary file(s) of an interrupted run")
+        check_manifest(output, record, sum(job.done for job in jobs), overwrite)
+        write_manifest(output, record)
         pending = jobs if overwrite else [job for job in jobs if not job.done]
         result.files = [FileOutcome(job.source, job.target, "skipped") for job in jobs if job not in pending]
         for job in pending:
@@ -307,6 +313,7 @@ def _run(
     from .classifiers import classify
     from .engine import engine_stats, reset_engine_stats
     from .io import read_frame, write_file_result
+    from .progress import RowProgress
 
     truth_field = result.truth_field
     total = len(pending) + len(result.failed)
@@ -314,6 +321,12 @@ def _run(
     result.known_labels = classifiers[0].describe().labels
     result.workers = max(1, len(client.scheduler_info().get("workers", {})))
     per_file = max(1, math.ceil(2 * result.workers / len(pending)))
+    formats = "/".join(sorted({job.output_format for job in pending}))
+    say(
+        f"classifying {len(pending)} file(s) -> {result.output} ({formats}) with "
+        f"{', '.join(str(c.model_identifier) for c in classifiers)} on {result.workers} worker(s); "
+        f"{len(result.skipped)} already complete"
+    )
     client.run(reset_engine_stats)
     start = time.perf_counter()
     summaries: list[dict[str, Any]] = []
@@ -341,33 +354,31 @@ def _run(
             futures.append(count)
         waiting[write.key] = ("file", job, 0)
         futures.append(write)
-    total_rows = _rows_from_metadata(job.source for job in pending)  # the bar's ETA; None for text inputs
-    rows_done = 0
-    bar = _progress_bar(progress, total_rows)
-    for future in as_completed(futures):
-        kind, job, index = waiting.pop(future.key)
-        if kind == "partition":
+    with RowProgress(_total_rows(pending, classifiers), desc="classify", progress=progress) as bar:
+        real = padded = 0
+        for future in as_completed(futures):
+            kind, job, index = waiting.pop(future.key)
+            if kind == "partition":
+                if future.status == "error":
+                    continue  # reported with its file
+                stats = _add_counts(client.run(engine_stats).values())
+                bar.advance(future.result(), real_tokens=stats.get("real_tokens", 0) - real,
+                            padded_tokens=stats.get("padded_tokens", 0) - padded)
+                real, padded = stats.get("real_tokens", 0), stats.get("padded_tokens", 0)
+                continue
+            parts = parts_of.pop(job.target)  # the file is done: its partitions may leave worker memory
             if future.status == "error":
-                continue  # reported with its file
-            rows_done += future.result()
-            stats = _add_counts(client.run(engine_stats).values())
-            padding = stats["real_tokens"] / stats["padded_tokens"] if stats.get("padded_tokens") else None
-            result.timeline.append((time.perf_counter() - start, rows_done, padding))
-            bar(rows_done, time.perf_counter() - start)
-            continue
-        parts = parts_of.pop(job.target)  # the file is done: its partitions may leave worker memory
-        if future.status == "error":
-            where = next((f"partition {i + 1} of {len(parts)}" for i, part in enumerate(parts) if part.status == "error"), None)
-            message = describe_failure(job.source, future.exception(), where=where, classifiers=classifiers, client=client)
-            _fail(result, job, message, say, total)
-            continue
-        summary = future.result()
-        summaries.append(summary)
-        outcome = FileOutcome(job.source, job.target, "written", rows=summary["rows"], seconds=time.perf_counter() - start)
-        result.files.append(outcome)
-        say(f"[{len(result.written) + len(result.failed)}/{total}] wrote {job.target} ({summary['rows']} rows)")
-    result.seconds = time.perf_counter() - start
-    bar(None, result.seconds)
+                where = next((f"partition {i + 1} of {len(parts)}" for i, part in enumerate(parts) if part.status == "error"), None)
+                message = describe_failure(job.source, future.exception(), where=where, classifiers=classifiers, client=client)
+                _fail(result, job, message, say, total)
+                continue
+            summary = future.result()
+            summaries.append(summary)
+            outcome = FileOutcome(job.source, job.target, "written", rows=summary["rows"], seconds=time.perf_counter() - start)
+            result.files.append(outcome)
+            say(f"[{len(result.written) + len(result.failed)}/{total}] wrote {job.target} ({summary['rows']} rows)")
+        result.seconds = time.perf_counter() - start
+        result.timeline = list(bar.timeline)
     stats = _add_counts(client.run(engine_stats).values())
     result.real_tokens, result.padded_tokens, result.batches = (stats.get(k, 0) for k in ("real_tokens", "padded_tokens", "batches"))
     result.rows = sum(summary["rows"] for summary in summaries)
@@ -390,40 +401,21 @@ def _add_counts(counts: Any) -> Counter:
     return total
 
 
-def _rows_from_metadata(sources: Any) -> int | None:
-    """Total rows of parquet inputs from their footers (no data read); None if any file is not parquet."""
+def _total_rows(jobs: Sequence[FileJob], classifiers: Sequence[Any]) -> int | None:
+    """Rows the progress bar counts to: known from parquet footers; None (no ETA) otherwise.
+
+    Also None when a classifier filters rows, since the bar counts rows written.
+    """
+    if any(getattr(classifier, "filter_by", None) for classifier in classifiers):
+        return None
+    if any(job.input_format != "parquet" for job in jobs):
+        return None
     import pyarrow.parquet as pq
 
-    total = 0
-    for source in sources:
-        if Path(source).suffix.lower() not in (".parquet", ".pq"):
-            return None
-        try:
-            total += pq.ParquetFile(source).metadata.num_rows
-        except (OSError, ValueError):
-            return None
-    return total
-
-
-def _progress_bar(progress: bool | None, total: int | None) -> Callable[[int | None, float], None]:
-    """A per-partition progress bar on stderr (rows done, docs/s; ETA when ``total`` is known).
-
-    Call it with the rows done so far after each partition, and with None at the end.
-    """
-    from .progress import progress_bar
-
-    bar = progress_bar(total, desc="classify", unit="doc", progress=progress)
-    shown = 0
-
-    def update(rows: int | None, seconds: float) -> None:
-        nonlocal shown
-        if rows is None:
-            bar.close()
-            return
-        bar.update(rows - shown)
-        shown = rows
-
-    return update
+    try:
+        return sum(pq.read_metadata(job.source).num_rows for job in jobs)
+    except (OSError, ValueError):
+        return None
 
 
 def describe_failure(

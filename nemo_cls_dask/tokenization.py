@@ -5,7 +5,7 @@ compute on short text. Here each text becomes just its own ids, stored flat with
 and :mod:`nemo_cls_dask.batching` pads each batch only to its own longest row.
 
 Limits on untrusted text: a fast tokenizer keeps hundreds of bytes per token of a text it
-is given, even when it truncates the result (a 20 MB string of ``!`` took over 10 GB).
+is given, even when it truncates the result, so memory grows with the text's length.
 So no more than :func:`default_max_chars` characters of a row reach the tokenizer
 (``max_chars`` overrides it), and long documents are tokenized in pieces of at most
 :data:`PIECE_CHARS` characters: memory per row is bounded whatever its content.

@@ -113,3 +113,17 @@ def copy_checkpoint(tmp_path):
         return target
 
     return copy
+
+
+@pytest.fixture(scope="session")
+def head_only_checkpoint(checkpoints_root) -> Path:
+    """A head-only NVIDIA-layout checkpoint (``fc.*`` only) whose ``base_model`` is a saved backbone folder."""
+    from safetensors.torch import load_file, save_file
+
+    from nemo_cls_dask.testing import make_backbone_checkpoint, make_deberta_head_checkpoint
+
+    backbone = make_backbone_checkpoint(checkpoints_root / "head_only_backbone", arch="deberta", seed=5)
+    head = make_deberta_head_checkpoint(checkpoints_root / "head_only", ["a", "b", "c"], base_model=str(backbone), seed=6)
+    state = load_file(head / "model.safetensors")
+    save_file({name: t for name, t in state.items() if name.startswith("fc.")}, str(head / "model.safetensors"))
+    return head

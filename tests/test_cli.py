@@ -47,7 +47,8 @@ def read_any(path: Path) -> pd.DataFrame:
 
 
 def finished(output: Path) -> list[Path]:
-    return sorted(p for p in output.rglob("*") if p.is_file() and not p.name.startswith("."))
+    """Output files under their final names (not temporaries, the lock or the manifest)."""
+    return sorted(p for p in output.rglob("*") if p.is_file() and not p.name.startswith((".", "_")))
 
 
 def cli(*args: str, **kwargs) -> subprocess.Popen:
@@ -260,3 +261,20 @@ def test_overwrite_redoes_files(tmp_path, varied_texts, head_checkpoint, capsys)
     assert main(["classify", str(source), str(output), "--model", str(head_checkpoint), "--n-workers", "1", "--format", "jsonl", "--overwrite"]) == 0
     assert "2 written, 0 skipped" in capsys.readouterr().out
     assert all(p.stat().st_mtime_ns != stamps[p] for p in files)
+
+
+@pytest.mark.parametrize("command", [[], ["classify"], ["train"]])
+def test_help_imports_nothing_heavy(command):
+    """``--help`` is instant: parsing loads neither torch, dask, pandas nor transformers (issue 15 item 10)."""
+    code = (
+        "import sys\n"
+        "from nemo_cls_dask.cli import main\n"
+        "try:\n"
+        f"    main({command + ['--help']!r})\n"
+        "except SystemExit as exit:\n"
+        "    assert exit.code == 0\n"
+        "print(sorted(m for m in ('torch', 'dask', 'distributed', 'pandas', 'pyarrow', 'transformers', 'tokenizers') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "usage: nemo-cls-dask" in done.stdout and done.stdout.strip().splitlines()[-1] == "[]"

@@ -84,7 +84,7 @@ def test_result_object_of_classify_files(tmp_path, varied_texts, head_checkpoint
     assert [point[1] for point in result.timeline] == sorted(point[1] for point in result.timeline)
     # doc ids are never labels the model knows: every row has an unknown true label
     assert result.unknown_truth_rows == 18 and result.accuracy == 0.0 and result.accuracy_on_known_labels is None
-    assert not client.cluster is None and client.status == "running"  # a given client stays open
+    assert client.status == "running"  # a given client stays open
     again = classify_files(source, tmp_path / "out", classifier, client=client, truth_field="doc")
     assert [o.status for o in again.files] == ["skipped"] * 3 and again.rows == 0
 
@@ -171,3 +171,68 @@ def test_partition_that_kills_its_worker_is_named_with_the_memory_needed(tmp_pat
     assert re.search(r"partition \d+ of \d+ of ", failed.error) and str(failed.source) in failed.error
     assert "killed its worker" in failed.error and "The model weights take" in failed.error
     assert "memory limit is 300.00 MiB" in failed.error
+
+
+def test_manifest_records_settings_and_refuses_a_mixed_resume(tmp_path, varied_texts, head_checkpoint, copy_checkpoint, client, capsys):
+    import json
+
+    from nemo_cls_dask.manifest import MANIFEST_NAME
+
+    model = copy_checkpoint(head_checkpoint, "model")
+    source = make_folder(tmp_path / "in", varied_texts, 3, files=2)
+    output = tmp_path / "out"
+    first = classify_files(source, output, DistributedDataClassifier(model_identifier=model), client=client)
+    assert len(first.written) == 2
+    record = json.loads((output / MANIFEST_NAME).read_text())
+    (entry,) = record["classifiers"]
+    assert entry["model"] == str(model) and entry["columns"] == ["preds"] and entry["settings"]["label_field"] == "preds"
+    assert record["package_version"] and len(entry["model_fingerprint"]) == 16
+
+    # Speed-only settings may change on a resume.
+    again = classify_files(source, output, DistributedDataClassifier(model_identifier=model, batch_tokens=64), client=client)
+    assert [o.status for o in again.files] == ["skipped", "skipped"]
+    # Settings that change outputs may not.
+    with pytest.raises(InputError, match=r"(?s)label_field: 'preds' -> 'topic'.*--overwrite"):
+        classify_files(source, output, DistributedDataClassifier(model_identifier=model, label_field="topic"), client=client)
+    # Nor may the model's files, even under the same path (re-saved).
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "note": "re-saved"}))
+    with pytest.raises(InputError, match="model files"):
+        classify_files(source, output, DistributedDataClassifier(model_identifier=model), client=client)
+    # Through the CLI: a different model says so, exit code 2; --overwrite redoes the files.
+    args = ["classify", str(source), str(output), "--model", str(head_checkpoint), "--scheduler", client.scheduler.address]
+    assert main(args) == 2
+    assert f"model: {model} -> {head_checkpoint}" in capsys.readouterr().err
+    assert main(args + ["--overwrite"]) == 0
+    assert "2 written" in capsys.readouterr().out
+    assert json.loads((output / MANIFEST_NAME).read_text())["classifiers"][0]["model"] == str(head_checkpoint)
+    # Outputs without a manifest were made with unknown settings.
+    (output / MANIFEST_NAME).unlink()
+    assert main(args) == 2
+    assert "no record of the settings" in capsys.readouterr().err
+
+
+def test_truth_field_accuracy_on_known_labels(tmp_path, varied_texts, head_checkpoint, client, capsys):
+    source = tmp_path / "in.parquet"
+    texts = varied_texts[:12]
+    reference = DistributedDataClassifier(model_identifier=head_checkpoint)(pd.DataFrame({"text": texts}))["preds"].tolist()
+    # 8 rows carry the model's own label (correct), 4 a label the model does not know.
+    truth = reference[:8] + ["Unheard-of"] * 4
+    pd.DataFrame({"text": texts, "gold": truth}).to_parquet(source)
+    assert main(["classify", str(source), str(tmp_path / "out"), "--model", str(head_checkpoint),
+                 "--truth-field", "gold", "--scheduler", client.scheduler.address]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy on 12 rows with a 'gold' label: 0.667" in out
+    assert "4 of them have a true label the model cannot predict; accuracy on the 8 rows with a label it knows: 1.000" in out
+
+
+def test_progress_shows_rows_rate_and_eta_only_when_asked_or_on_a_terminal(tmp_path, varied_texts, head_checkpoint, client, capsys):
+    source = make_folder(tmp_path / "in", varied_texts, 5, files=2)
+    classifier = DistributedDataClassifier(model_identifier=head_checkpoint)
+    classify_files(source, tmp_path / "quiet", classifier, client=client)  # stderr is not a terminal here
+    assert "classify" not in capsys.readouterr().err
+    result = classify_files(source, tmp_path / "shown", classifier, client=client, progress=True)
+    err = capsys.readouterr().err
+    assert "classify" in err and "10/10" in err and "doc/s" in err  # total from the parquet footers: an ETA
+    assert result.timeline[0] == (0.0, 0, None) and result.timeline[-1][1] == 10
+    assert 0 < result.timeline[-1][2] <= 1  # padding efficiency so far

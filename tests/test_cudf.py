@@ -158,11 +158,13 @@ def test_backend_neutral_steps_on_cudf():
 def test_cli_with_backend_cudf(tmp_path, head_checkpoint):
     from nemo_cls_dask.cli import main
 
-    source = tmp_path / "in.jsonl"
-    pd.DataFrame({"text": ["one text", "another text", None]}).to_json(source, orient="records", lines=True)
-    out = tmp_path / "out.parquet"
-    code = main(["classify", "--model", str(head_checkpoint), "--input", str(source), "--output", str(out),
-                 "--backend", "cudf", "--cluster-device", "gpu"])
+    source = tmp_path / "in" / "docs.jsonl"
+    source.parent.mkdir()
+    source.write_bytes(b'{"text": "one text"}\n{"text": "bad \xff byte"}\n{"text": null}\n')
+    output = tmp_path / "out"
+    code = main(["classify", str(source), str(output), "--model", str(head_checkpoint), "--backend", "cudf",
+                 "--cluster-device", "gpu", "--n-workers", "1", "--encoding-errors", "replace"])
     assert code == 0
-    written = pd.read_parquet(out)
-    assert len(written) == 3 and written["preds"].isna().tolist() == [False, False, True]
+    written = pd.read_json(output / "docs.jsonl", lines=True)
+    assert written["text"].tolist()[:2] == ["one text", "bad \ufffd byte"]  # the reader's option held
+    assert written["preds"].isna().tolist() == [False, False, True]

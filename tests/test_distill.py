@@ -186,18 +186,20 @@ def _saved(estimator, folder: Path) -> Path:
     return folder
 
 
-def test_frozen_transformer_head_student_takes_soft_targets(single_teacher, pool, tmp_path):
+@pytest.mark.parametrize("frozen", [True, False], ids=["frozen-head", "fine-tuned"])
+def test_transformer_students_take_soft_targets(single_teacher, pool, tmp_path, frozen):
     from nemo_cls_dask import TextClassifier
 
     backbone = make_backbone_checkpoint(tmp_path / "backbone")
-    student = TextClassifier(str(backbone), frozen_backbone=True, epochs=3, learning_rate=1e-2, verbose=False,
-                             device="cpu", autocast=False)
+    student = TextClassifier(str(backbone), frozen_backbone=frozen, epochs=2 if frozen else 1,
+                             learning_rate=1e-2 if frozen else 1e-4, verbose=False, device="cpu", autocast=False)
     with sync():
         result = distill(single_teacher, student, dd.from_pandas(pool.head(120), npartitions=2),
                          work_dir=tmp_path / "work", model_out=tmp_path / "student", targets="soft", speed_rows=20)
     assert result.targets == "soft"
     assert describe_model(str(tmp_path / "student")).labels == ("fruit", "space")
     assert 0 <= result.student_metrics["agreement"] <= 1
+    assert result.student.frozen_backbone is frozen
     with pytest.raises(InputError, match="cannot take soft targets"):
         distill(single_teacher, kimcnn("single_label"), pool, work_dir=tmp_path / "w2", model_out=tmp_path / "s2",
                 targets="soft")
@@ -354,7 +356,7 @@ def test_bad_input_fails_before_anything_is_written(single_teacher, pool, tmp_pa
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.run([sys.executable, "-m", "nemo_cls_dask.distill.command", "distill", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "nemo_cls_dask", "distill", *args], cwd=cwd,
                           capture_output=True, text=True, env=env, timeout=300)
 
 

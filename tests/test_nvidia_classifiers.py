@@ -479,9 +479,9 @@ def test_one_pass_tokenizes_once_per_distinct_setting(nvidia_checkpoints, monkey
     calls = []
     real_encode = partition_module.encode
 
-    def counting_encode(tokenizer, texts, valid, max_length):
+    def counting_encode(tokenizer, texts, valid, max_length, **limits):
         calls.append((len(texts), max_length))
-        return real_encode(tokenizer, texts, valid, max_length)
+        return real_encode(tokenizer, texts, valid, max_length, **limits)
 
     monkeypatch.setattr(partition_module, "encode", counting_encode)
     frame = _frame()

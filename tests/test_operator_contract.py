@@ -22,8 +22,6 @@ from nemo_cls_dask.classifiers.hub import HubClassifier
 from nemo_cls_dask.engine import CPU_BF16_ENV, autocast_dtype, engine_stats, reset_engine_stats
 from nemo_cls_dask.errors import InputError
 from nemo_cls_dask.problems import (
-    MultiLabel,
-    ProblemType,
     Regression,
     SingleLabel,
     get_problem,

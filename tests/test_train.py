@@ -16,7 +16,7 @@ import dask.dataframe as dd
 from nemo_cls_dask import DistributedDataClassifier, InputError, TextClassifier, TrainingError
 from nemo_cls_dask.testing import make_backbone_checkpoint
 from nemo_cls_dask.train.metrics import macro_f1, multilabel_f1, tune_thresholds
-from nemo_cls_dask.train.optim import lr_factor, parameter_groups
+from nemo_cls_dask.train.optim import lr_schedule, parameter_groups
 
 FILLER = "the of and to a in is it you that he was for on are with as".split()
 
@@ -276,8 +276,40 @@ def test_layerwise_lr_decay_groups(fitted):
     embeddings = [g for g in groups if any("embeddings" in n for n in g["names"])]
     assert embeddings and all(g["depth"] == 2 for g in embeddings)
     assert all(g["weight_decay"] == 0.0 for g in groups if all(n.endswith("bias") for n in g["names"]))
-    assert lr_factor(0.05, 0.1, "linear") == pytest.approx(0.5) and lr_factor(1.0, 0.1, "linear") == 0.0
-    assert lr_factor(0.55, 0.1, "cosine") == pytest.approx(0.5)
+    assert lr_schedule("linear", 0.1, 1000)(50) == pytest.approx(0.5) and lr_schedule("linear", 0.1, 1000)(1000) == 0.0
+    assert lr_schedule("cosine", 0.1, 1000)(550) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "constant"])
+def test_lr_schedule_is_transformers_get_scheduler(schedule):
+    """The curve is transformers.get_scheduler's stepped on a real optimizer, and equals the
+    closed forms the package used to write by hand (warmup, then linear/cosine/constant)."""
+    import math
+
+    from transformers import get_scheduler
+
+    total, warmup = 200, 0.15
+    factor = lr_schedule(schedule, warmup, total)
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([parameter], lr=1.0)
+    name = {"constant": "constant_with_warmup"}.get(schedule, schedule)
+    scheduler = get_scheduler(name, optimizer, num_warmup_steps=30, num_training_steps=total)
+    stepped = []
+    for _ in range(total + 1):
+        stepped.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+
+    def by_hand(step: int) -> float:
+        progress = step / total
+        if progress < warmup:
+            return progress / warmup
+        rest = (progress - warmup) / (1 - warmup)
+        return {"constant": 1.0, "cosine": 0.5 * (1 + math.cos(math.pi * rest)), "linear": max(0.0, 1 - rest)}[schedule]
+
+    ours = np.array([factor(step) for step in range(total + 1)])
+    np.testing.assert_array_equal(ours, np.array(stepped))  # the same function, bit for bit
+    np.testing.assert_allclose(ours, [by_hand(step) for step in range(total + 1)], rtol=0, atol=1e-12)  # float64 round-off
 
 
 def test_dask_training_streams_partitions(backbone, data):

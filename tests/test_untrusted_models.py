@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from nemo_cls_dask import DistributedDataClassifier, ModelLoadError, describe_model
 from nemo_cls_dask.models import loading
 from nemo_cls_dask.models.files import MAX_SAFETENSORS_HEADER_BYTES
-from nemo_cls_dask.testing import SAMPLE_TEXTS, make_backbone_checkpoint, make_deberta_head_checkpoint
+from nemo_cls_dask.testing import SAMPLE_TEXTS
 from nemo_cls_dask.tokenization import PIECE_CHARS, default_max_chars, encode_windows
 
 
@@ -175,10 +175,19 @@ def test_ten_thousand_layers_are_refused_from_the_weight_names(head_checkpoint, 
         loading.get_model(str(folder), None, "cpu")
 
 
-def test_a_head_checkpoint_hidden_size_the_weights_lack_is_refused_before_building(head_checkpoint, copy_checkpoint):
+def test_a_head_checkpoint_hidden_size_the_weights_lack_is_refused_when_the_operator_is_applied(head_checkpoint, copy_checkpoint):
     folder = copy_checkpoint(head_checkpoint)
     _with_backbone_config(head_checkpoint, folder, hidden_size=20_000, num_attention_heads=4)
-    with pytest.raises(ModelLoadError, match=r"config \(\d+, 20000\), weights \(\d+, 32\)"):
+    frame = pd.DataFrame({"text": ["some text"]})
+    with pytest.raises(ModelLoadError, match="'hidden_size': 20000"):
+        DistributedDataClassifier(model_identifier=str(folder)).validate(frame.columns)
+
+
+def test_a_head_checkpoint_shape_only_the_meta_build_sees_is_refused_before_building(head_checkpoint, copy_checkpoint):
+    folder = copy_checkpoint(head_checkpoint)
+    _with_backbone_config(head_checkpoint, folder, intermediate_size=10**6)
+    describe_model(str(folder))
+    with pytest.raises(ModelLoadError, match=r"intermediate.*config \(1000000, 32\), weights \(\d+, 32\)"):
         loading.get_model(str(folder), None, "cpu")
 
 
@@ -201,19 +210,9 @@ def test_a_tokenizer_larger_than_the_embedding_is_refused_at_load(hf_checkpoint,
 # ---------------------------------------------------------------------------- item 13: pickles
 
 
-@pytest.fixture(scope="module")
-def head_only(tmp_path_factory):
-    """A head-only NVIDIA-layout checkpoint (``fc.*`` only) over a real saved backbone folder."""
-    root = tmp_path_factory.mktemp("head_only")
-    backbone = make_backbone_checkpoint(root / "backbone", arch="deberta", seed=5)
-    head = make_deberta_head_checkpoint(root / "head", ["a", "b", "c"], base_model=str(backbone), seed=6)
-    state = load_file(head / "model.safetensors")
-    save_file({name: t for name, t in state.items() if name.startswith("fc.")}, str(head / "model.safetensors"))
-    return head, backbone, state
-
-
-def test_a_base_model_folder_with_only_pickle_weights_is_refused(head_only, tmp_path):
-    head, backbone, _ = head_only
+def test_a_base_model_folder_with_only_pickle_weights_is_refused(head_only_checkpoint, tmp_path):
+    head = head_only_checkpoint
+    backbone = Path(json.loads((head / "config.json").read_text())["base_model"])
     pickled = tmp_path / "pickled-backbone"
     shutil.copytree(backbone, pickled)
     torch.save(load_file(pickled / "model.safetensors"), pickled / "pytorch_model.bin")

@@ -21,7 +21,7 @@ from .. import frames
 from ..errors import InputError
 from . import diversity, scoring
 from .scoring import DIVERSITY_STRATEGIES, EMBEDDING_COLUMN, STRATEGIES
-from .topn import top_n_delayed
+from .topn import top_rows
 
 #: Default candidates for k-means/coreset: this many times ``n``.
 CANDIDATES_PER_ROW = 10
@@ -108,8 +108,7 @@ def query(
     pool = _without(ddf, excluded)
     scored = scoring.scored_frame(pool, model, strategy, text_field=text_field, score_field=score_field, seed=seed)
     if strategy not in DIVERSITY_STRATEGIES:
-        (top,) = dask.compute(top_n_delayed(scored, n, score_field, split_every=split_every))
-        rows = top.rows
+        rows = top_rows(scored, n, score_field, split_every=split_every).compute()
     else:
         rows = _diverse(ddf, scored, n, model, strategy, text_field, excluded, count, seed, score_field, split_every)
     if len(rows) == 0:
@@ -134,13 +133,13 @@ def _diverse(
     split_every: int,
 ) -> pd.DataFrame:
     """k-means or coreset picks among the ``count`` most uncertain rows."""
-    tasks = [top_n_delayed(scored, count, score_field, split_every=split_every)]
+    tasks = [top_rows(scored, count, score_field, split_every=split_every).to_delayed(optimize_graph=True)[0]]  # one partition
     if strategy == "coreset" and excluded is not None and len(excluded):
         labelled = scoring.scored_frame(_only(ddf, excluded), model, strategy, text_field=text_field,
                                         score_field=score_field, seed=seed)
         tasks.append(dask.delayed(_stack_embeddings)(labelled.to_delayed(optimize_graph=True)))
     results = dask.compute(*tasks)
-    pool = results[0].rows
+    pool = results[0]
     if len(pool) == 0:
         return pool.drop(columns=[EMBEDDING_COLUMN])
     points = embedding_matrix(pool[EMBEDDING_COLUMN])

@@ -20,7 +20,6 @@ How each kind of model is run:
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import dask
@@ -140,13 +139,9 @@ def query_operator(model: Any, text_field: str, measure: str, *, embeddings: boo
     options = {"text_field": text_field, "filter_by": None, "uncertainty": (measure,), "dropout_samples": None,
                "embedding_field": EMBEDDING_COLUMN if embeddings else None}
     if isinstance(model, DistributedDataClassifier):
-        operator = copy.copy(model)
-        for name, value in options.items():
-            setattr(operator, name, value)
-        if type(operator).output_names is DistributedDataClassifier.output_names:
-            operator.label_field, operator.score_field = LABEL_COLUMN, None
-        operator._info = None
-        operator._check_options()
+        if not model.own_columns:  # the generic label/score columns: write only the private label
+            options |= {"label_field": LABEL_COLUMN, "score_field": None, "score_format": "list"}
+        operator = model.with_options(**options)  # a checked copy
     else:
         operator = model.as_operator(text_field=text_field)
         if not isinstance(operator, DistributedDataClassifier):

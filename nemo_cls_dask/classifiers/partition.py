@@ -19,7 +19,7 @@ from ..engine import aggregate_windows, infer
 from ..frames import assign_columns, empty_column, text_values
 from ..models.loading import LoadedModel, get_model
 from ..problems import ProblemType
-from ..tokenization import EncodedTexts, WindowedTexts, clean_texts, encode, encode_windows
+from ..tokenization import EncodedTexts, WindowedTexts, clean_texts, default_max_chars, encode, encode_windows
 
 if TYPE_CHECKING:
     from .base import DistributedDataClassifier
@@ -73,20 +73,20 @@ def _output_columns(
     encoded_cache: dict[tuple, EncodedTexts | WindowedTexts] = {}
     for classifier in classifiers:
         loaded = get_model(classifier.model_identifier, classifier.cache_dir, classifier.device)
-        max_chars = classifier.max_chars
         max_length = classifier.max_seq_length or loaded.info.max_len
+        windowed = classifier.long_documents != "truncate"
+        # Characters past max_chars (default: derived from max_length) never reach the tokenizer.
+        max_chars = classifier.max_chars or default_max_chars(max_length, windowed)
         text_key = (classifier.text_field, max_chars)
         if text_key not in texts_cache:
             texts_cache[text_key] = clean_texts(text_values(part[classifier.text_field]), max_chars)
         texts, valid = texts_cache[text_key]
         # Same tokenizer files (not just the same folder) tokenize alike: share the ids.
         # Windowed ids differ from truncated ones, and with the overlap; mean and max share them.
-        windowed = classifier.long_documents != "truncate"
         mode = ("windows", classifier.chunk_overlap) if windowed else ("truncate",)
         encode_key = (text_key, loaded.info.tokenizer_key or str(loaded.info.tokenizer_path), max_length, mode)
         if encode_key not in encoded_cache:
-            # Characters past max_chars (default: derived from max_length) never reach the
-            # tokenizer; text with no tokens (zero-width, combining, NUL) is invalid like "".
+            # Text with no tokens (zero-width, combining, NUL) is invalid like "".
             limits = {"max_chars": max_chars, "drop_tokenless": True}
             if windowed:
                 encoded_cache[encode_key] = encode_windows(loaded.tokenizer, texts, valid, max_length, classifier.chunk_overlap, **limits)

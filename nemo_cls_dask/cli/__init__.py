@@ -17,17 +17,31 @@ from typing import Any
 
 from ..errors import NemoClsDaskError
 
-#: The command modules, in the order ``--help`` lists them.
-COMMANDS = ("classify", "train")
+#: The commands (modules of this package), in the order ``--help`` lists them, with the
+#: one-line summary that ``nemo-cls-dask --help`` shows without importing them.
+COMMANDS = {
+    "classify": "add label (and score) columns to parquet/jsonl/csv files",
+    "train": "fine-tune a text classifier on a jsonl/parquet file or folder",
+    "distill": "train a fast student classifier on a slow teacher's labels of a jsonl/parquet pool",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``argv``, only the command it names is built in full.
+
+    A command module may import heavy libraries at import time; building only the chosen
+    one keeps ``nemo-cls-dask --help`` and every other command's start-up light.
+    """
     import importlib
 
     parser = argparse.ArgumentParser(prog="nemo-cls-dask", description="Transformer text classifiers over files, on Dask.")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for name in COMMANDS:
-        importlib.import_module(f"{__name__}.{name}").add_parser(subparsers)
+    chosen = None if argv is None else next((arg for arg in argv if not arg.startswith("-")), "")
+    for name, summary in COMMANDS.items():
+        if chosen is None or name == chosen:
+            importlib.import_module(f"{__name__}.{name}").add_parser(subparsers)
+        else:
+            subparsers.add_parser(name, help=summary, add_help=False)
     return parser
 
 
@@ -38,7 +52,8 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns its exit code."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
     run = args.run
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if on_main_thread else None

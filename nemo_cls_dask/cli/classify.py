@@ -126,7 +126,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _echo(line: str) -> None:
-    (print(line, file=sys.stderr) if " FAILED " in line else print(line, flush=True))
+    """Print an event line (failures to stderr) without tearing a progress bar on the terminal."""
+    from tqdm import tqdm
+
+    tqdm.write(line, file=sys.stderr if " FAILED " in line else sys.stdout)
+    (sys.stderr if " FAILED " in line else sys.stdout).flush()
 
 
 def _format_from_suffix(output: Path) -> str | None:

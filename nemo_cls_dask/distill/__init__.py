@@ -6,8 +6,8 @@ set of columns), :mod:`.store` (the resumable teacher pass), :mod:`.split` (the 
 held-out split), :mod:`.students` (presets, soft targets, saving), :mod:`.report`.
 """
 
-from .core import distill
+from .core import distill, docs_per_second
 from .report import DistillResult
 from .students import PRESETS as STUDENT_PRESETS
 
-__all__ = ["DistillResult", "STUDENT_PRESETS", "distill"]
+__all__ = ["DistillResult", "STUDENT_PRESETS", "distill", "docs_per_second"]

@@ -1,6 +1,6 @@
 """``nemo-cls-dask distill INPUT MODEL_OUT --teacher T --student S``: a thin layer over :func:`distill`.
 
-INPUT is a jsonl/parquet file or folder (the unlabelled pool). The teacher's outputs go to
+INPUT is a parquet, jsonl or csv file or folder (the unlabelled pool). The teacher's outputs go to
 ``--work-dir`` (default ``MODEL_OUT.teacher-outputs``) partition by partition, so running
 the same command again after an interruption pays the teacher only for what is missing.
 The student is saved to MODEL_OUT with ``distill_report.json`` beside it.
@@ -9,7 +9,6 @@ The student is saved to MODEL_OUT with ``distill_report.json`` beside it.
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from ..errors import NemoClsDaskError
@@ -20,11 +19,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``distill`` subcommand to ``subparsers`` (from ``add_subparsers``) and return it."""
     parser = subparsers.add_parser(
         "distill",
-        help="train a fast student classifier on a slow teacher's labels of a jsonl/parquet pool",
+        help="train a fast student classifier on a slow teacher's labels of a parquet/jsonl/csv pool",
         description="Label a pool of texts with a teacher on a Dask cluster (resumable), train a fast student on "
         "the teacher's probabilities or labels, and report agreement, accuracy and docs/s on held-out rows.",
     )
-    parser.add_argument("input", help="the unlabelled pool: jsonl/parquet file or folder")
+    parser.add_argument("input", help="the unlabelled pool: parquet, jsonl or csv file(s) or folder")
     parser.add_argument("model_out", help="folder to save the student to (must not exist, or be empty)")
     parser.add_argument("--teacher", required=True,
                         help="checkpoint folder, hub id, 'debian-topics', or a ready-made class name (quality, "
@@ -39,14 +38,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--targets", default="auto", choices=TARGETS,
                         help="auto: the teacher's probabilities where the student can learn them, else its labels")
     parser.add_argument("--max-train-rows", type=int, default=None)
-    parser.add_argument("--speed-rows", type=int, default=2000, help="held-out rows both models are timed on (0: none)")
+    parser.add_argument("--speed-rows", type=int, default=500, help="held-out rows both models are timed on (0: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", default=None, help="Hugging Face cache folder for a hub teacher")
     cluster = parser.add_argument_group("cluster")
     cluster.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
     cluster.add_argument("--n-workers", type=int, default=None, help="local workers (default: one per GPU or CPU core)")
     cluster.add_argument("--cluster-device", default="auto", choices=["auto", "gpu", "cpu"])
-    parser.set_defaults(command="distill")
+    parser.set_defaults(command="distill", run=run)
     return parser
 
 
@@ -67,7 +66,8 @@ def build_teacher(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Distil, print the report and return the exit code (2 with a message for bad input)."""
+    """Distil, print the report and return the exit code (errors of this package propagate:
+    the CLI prints them and exits with 2)."""
     from ..cluster import get_client
     from ..io import read_frame
     from .core import check_model_out, distill
@@ -88,9 +88,6 @@ def run(args: argparse.Namespace) -> int:
             truth_field=args.truth_field, heldout_fraction=args.heldout_fraction, seed=args.seed,
             targets=args.targets, max_train_rows=args.max_train_rows, speed_rows=args.speed_rows,
         )
-    except NemoClsDaskError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     finally:
         if client is not None:
             cluster = client.cluster
@@ -100,14 +97,3 @@ def run(args: argparse.Namespace) -> int:
     print(result.summary())
     print(f"report: {result.path}/distill_report.json")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run ``distill`` alone (``python -m nemo_cls_dask.distill.command ...``)."""
-    parser = argparse.ArgumentParser(prog="nemo-cls-dask")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -26,7 +26,7 @@ from ..engine import BatchSettings, run_model
 from ..errors import InputError
 from ..models.loading import LoadedModel, ModelInfo, describe_model, resolve_device
 from ..tokenization import EncodedTexts, encode
-from ..train.base import PROBLEMS
+from ..train.base import SINGLE_LABEL
 from ..train.data import split_mask
 from ..train.metrics import outcome_metrics, tune_thresholds
 from ..train.torch_base import TorchTextEstimator, fold_scale, scale_of
@@ -186,7 +186,7 @@ class KimCNNClassifier(TorchTextEstimator):
         valid = validation_rows(self, validation, train, labels)
         if valid is None and self.validation_fraction > 0:
             rng = np.random.default_rng([self.seed, 7])
-            mask = split_mask(len(train.texts), self.validation_fraction, rng, train.targets if self.problem == "single_label" else None)
+            mask = split_mask(len(train.texts), self.validation_fraction, rng, train.targets if self.problem_type == SINGLE_LABEL else None)
             valid, dropped = train.subset(mask), train.dropped
             train = train.subset(~mask)
             train.dropped = dropped
@@ -203,7 +203,7 @@ class KimCNNClassifier(TorchTextEstimator):
                 f"No {self.level} occurs at least min_freq={vocab.min_freq} times in the training text; "
                 f"lower min_freq or give more text."
             )
-        scale = scale_of(train.targets.mean(axis=0), train.targets.var(axis=0)) if self.problem == "regression" else None
+        scale = scale_of(train.targets.mean(axis=0), train.targets.var(axis=0)) if not self.problem_type.is_classifier else None
         n_outputs = len(labels) if labels is not None else len(fields)
         device = resolve_device(self.device)
         devices = [device] if device.type == "cuda" else []
@@ -223,7 +223,7 @@ class KimCNNClassifier(TorchTextEstimator):
         self.history_ = run.history
         self.best_epoch_ = run.best_epoch
         self.n_train_rows_ = len(train.texts)
-        self.thresholds_ = run.thresholds() if self.problem == "multi_label" else None
+        self.thresholds_ = run.thresholds() if self.problem_type.multi_label else None
         self.validation_metrics_ = run.best_metrics or {}
         self._export = None
         return self
@@ -231,7 +231,7 @@ class KimCNNClassifier(TorchTextEstimator):
     # ------------------------------------------------------------------ saving and loading
 
     def _config(self) -> dict[str, Any]:
-        config: dict[str, Any] = {"problem_type": PROBLEMS[self.problem], "max_len": self._inference_max_len()}
+        config: dict[str, Any] = {"problem_type": self.problem_type.config_name, "max_len": self._inference_max_len()}
         if self.labels_ is not None:
             config["id2label"] = {str(i): label for i, label in enumerate(self.labels_)}
             config["label2id"] = {label: i for i, label in enumerate(self.labels_)}
@@ -270,7 +270,7 @@ class KimCNNRun:
 
     def __init__(self, est: KimCNNClassifier, model: KimCNN, vocab: TextVocab, device: torch.device,
                  train: Labelled, valid: Labelled | None, scale: tuple[np.ndarray, np.ndarray] | None) -> None:
-        self.est, self.model, self.device, self.problem = est, model, device, est.problem
+        self.est, self.model, self.device, self.problem = est, model, device, est.problem_type
         max_len = est._inference_max_len()
         self.train_ids = encode(vocab, train.texts, np.ones(len(train.texts), dtype=bool), max_len)
         self.train_targets = self._scaled(train.targets, scale)
@@ -286,9 +286,9 @@ class KimCNNRun:
         return targets if scale is None else ((targets - scale[0]) / scale[1]).astype(np.float32)
 
     def _loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if self.problem == "single_label":
+        if self.problem == SINGLE_LABEL:
             return nn.functional.cross_entropy(outputs, target)
-        if self.problem == "multi_label":
+        if self.problem.multi_label:
             return nn.functional.binary_cross_entropy_with_logits(outputs, target)
         return nn.functional.mse_loss(outputs, target)
 
@@ -353,10 +353,10 @@ class KimCNNRun:
             loss = float(self._loss(raw, target))
         raw = raw.cpu().numpy()
         target = self.valid_targets
-        if self.problem == "regression":  # metrics in the targets' own units
+        if not self.problem.is_classifier:  # metrics in the targets' own units
             mean, std = self.scale
             raw, target = raw * std + mean, target * std + mean
-        metrics = outcome_metrics(self.problem, self.est._scores(raw), target, None, None)
+        metrics = outcome_metrics(self.problem.name, self.est._scores(raw), target, None, None)
         metrics.pop("per_label_f1", None)
         return {"loss": loss} | metrics
 

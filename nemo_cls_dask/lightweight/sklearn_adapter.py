@@ -30,7 +30,8 @@ import pandas as pd
 from .. import frames
 from ..errors import InputError
 from ..tokenization import clean_texts
-from ..train.base import NotFittedError, TextEstimatorBase, prediction_values
+from ..problems import get_problem
+from ..train.base import SINGLE_LABEL, NotFittedError, TextEstimatorBase, prediction_values
 from .labelled import training_rows
 
 SKLEARN_PROBLEMS = ("single_label", "multi_label")
@@ -107,7 +108,7 @@ class SklearnTextClassifier(TextEstimatorBase):
             raise InputError("prefit=True: the estimator is already fitted and is used as is; do not call fit "
                              "(or pass prefit=False to train a clone).")
         rows, labels = training_rows(self, X, y, text_field, label_field)
-        if self.problem == "single_label":
+        if self.problem_type == SINGLE_LABEL:
             names = self._typed_classes(labels)[rows.targets]
             if len(set(names.tolist())) < 2:
                 raise InputError(f"training data: after skipping rows without text only the class {names[0]!r} is left; "
@@ -122,7 +123,7 @@ class SklearnTextClassifier(TextEstimatorBase):
         return self
 
     def _output_labels(self, estimator: Any, fitted_labels: list[str] | None) -> tuple[str, ...]:
-        if self.problem == "single_label":
+        if self.problem_type == SINGLE_LABEL:
             return tuple(str(c) for c in estimator.classes_)  # predict_proba's column order
         if fitted_labels is not None:
             return tuple(fitted_labels)
@@ -150,7 +151,7 @@ class SklearnTextClassifier(TextEstimatorBase):
                 raise NotFittedError(f"prefit=True but the {type(self.estimator).__name__} is not fitted; fit it first, "
                                      f"or pass prefit=False and call fit().")
             if getattr(self, "labels_", None) is None:
-                self._y_kind = "typed" if self.problem == "single_label" else "column"
+                self._y_kind = "typed" if self.problem_type == SINGLE_LABEL else "column"
                 self._y_values = np.asarray(getattr(self.estimator, "classes_", []))
                 self._set_fitted_labels(list(self._output_labels(self.estimator, None)), "text", ("label",))
             return self.estimator, self.labels_
@@ -245,7 +246,7 @@ class _Outputs:
     threshold: float
 
     def dtypes(self) -> dict[str, Any]:
-        label = frames.LABEL_DTYPE if self.problem == "single_label" else frames.LABEL_LIST_DTYPE
+        label = frames.LABEL_LIST_DTYPE if get_problem(self.problem).multi_label else frames.LABEL_DTYPE
         return {self.label_field: label} | ({self.score_field: frames.SCORE_LIST_DTYPE} if self.score_field else {})
 
 
@@ -322,7 +323,7 @@ def _probabilities(estimator: Any, texts: list[str], valid: np.ndarray, n_labels
         return out
     proba = estimator.predict_proba(texts)
     if isinstance(proba, list):  # one (n, 2) array per label (MultiOutputClassifier and friends)
-        if problem != "multi_label" or any(np.shape(p) != (len(texts), 2) for p in proba):
+        if not get_problem(problem).multi_label or any(np.shape(p) != (len(texts), 2) for p in proba):
             raise InputError("predict_proba returned a list; only multi-label estimators with two classes per label "
                              "(one (n, 2) array each) are supported.")
         proba = np.column_stack([p[:, 1] for p in proba])
@@ -339,7 +340,7 @@ def sklearn_partition(part: pd.DataFrame, estimator: Any, spec: _Outputs) -> pd.
         return _meta(part, spec)
     texts, valid = clean_texts(frames.text_values(part[spec.text_field]), spec.max_chars)
     proba = _probabilities(estimator, texts, valid, len(spec.labels), spec.problem)
-    if spec.problem == "single_label":
+    if not get_problem(spec.problem).multi_label:
         codes = np.nan_to_num(proba).argmax(axis=1)
         columns = {spec.label_field: frames.label_column(spec.labels, codes, valid, part)}
     else:

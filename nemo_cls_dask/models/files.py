@@ -201,21 +201,31 @@ def checkpoint_fingerprint(folder: Path) -> str:
 
     The per-process model cache is keyed by it, so a model re-saved into the same folder
     (new labels, new weights) gets a new key and a long-lived worker never serves the old
-    one. It reads every ``config.json`` and small JSON file, the header of every
-    safetensors file (with its size and modification time, which change when the tensors
-    do), and the size and time of the other files, in sub-folders too (the components of
-    a composed model); names starting with ``.`` are skipped. Nothing large is read.
+    one. It covers every file, in sub-folders too (the components of a composed model),
+    by size, modification time and inode; the content of ``*.json`` files up to 1 MB
+    (configs, label maps) and the header of every safetensors file are hashed as well.
+    Names starting with ``.`` are skipped. The contents are read again only when some
+    file's stamps changed, so a call per partition costs a directory walk.
     """
-    digest = hashlib.sha256()
+    stamps = []
     for file in sorted(folder.rglob("*")):
         relative = file.relative_to(folder)
         if any(part.startswith(".") for part in relative.parts) or not file.is_file():
             continue
         stat = file.stat()
-        digest.update(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+        stamps.append((str(relative), stat.st_size, stat.st_mtime_ns, stat.st_ino))
+    return _content_digest(str(folder), tuple(stamps))
+
+
+@lru_cache(maxsize=256)
+def _content_digest(folder: str, stamps: tuple) -> str:
+    digest = hashlib.sha256()
+    for relative, size, mtime, inode in stamps:
+        digest.update(f"{relative}\0{size}\0{mtime}\0{inode}\0".encode())
+        file = Path(folder) / relative
         if file.suffix == ".safetensors":
             header, _ = read_safetensors_header(file)
             digest.update(json.dumps(header, sort_keys=True).encode())
-        elif file.suffix == ".json" and stat.st_size <= _HASHED_JSON_BYTES:
+        elif file.suffix == ".json" and size <= _HASHED_JSON_BYTES:
             digest.update(file.read_bytes())
     return digest.hexdigest()

@@ -39,15 +39,16 @@ from .files import (
     check_weights_present,
     config_labels,
     has_tokenizer,
+    read_json,
     load_safetensors,
     tensor_shapes,
     tokenizer_fingerprint,
     tokenizer_max_len,
     weights_file,
 )
-from .hub import bundled_backbone_config, resolve_backbone_dir
+from .hub import PACKAGED_MODELS, bundled_backbone_config, resolve_backbone_dir
 from .layouts import CheckpointLayout, ModelInfo, register_layout
-from .weights import check_layer_count, check_shapes_on_meta, load_checked
+from .weights import check_config_sizes, check_layer_count, check_shapes_on_meta, load_checked
 
 POOLINGS = ("cls", "mean")
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
@@ -165,6 +166,49 @@ class BackboneHeadModel(nn.Module, PyTorchModelHubMixin):
         self.dropout = nn.Dropout(float(self.config.get("fc_dropout", 0.0)))
         self.fc = nn.Linear(self.model.config.hidden_size, head_width(self.config))
         self.temperature = config_temperature(self.config)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> BackboneHeadModel:
+        """Load a head checkpoint: a folder, a hub id, or a packaged name (``"debian-topics"``).
+
+        Weights load strictly. A head-only checkpoint (no ``model.*`` tensors, such as the
+        packaged ``debian-topics``) gets the pretrained backbone named by ``base_model``, or
+        :class:`ModelLoadError` when it cannot be found; never a randomly initialised one.
+        Other keyword arguments (``revision``, ``token``, ``cache_dir``...) are the mixin's.
+        """
+        name = str(pretrained_model_name_or_path)
+        if name in PACKAGED_MODELS:
+            pretrained_model_name_or_path = PACKAGED_MODELS[name]
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | Path | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        map_location: str = "cpu",
+        strict: bool = True,
+        **model_kwargs: Any,
+    ) -> BackboneHeadModel:
+        """The mixin's loading hook, replaced so a head-only file gets its real backbone."""
+        if Path(model_id).is_dir():
+            folder = Path(model_id)
+        else:
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(
+                model_id, revision=revision, cache_dir=cache_dir, force_download=force_download, token=token,
+                local_files_only=local_files_only, allow_patterns=["*.json", "*.safetensors"],
+            ))
+        config = model_kwargs.get("config") or read_json(folder / "config.json")
+        check_head_config(config, str(folder / "config.json"))
+        backbone_cache = None if cache_dir is None else str(cache_dir)
+        return load_head_module(folder, dict(config), backbone_cache).to(map_location)
 
     def set_temperature(self, temperature: float | None) -> None:
         """Divide future logits by ``temperature`` (None or 1.0: no scaling); kept in ``config``."""
@@ -291,6 +335,19 @@ def _backbone_layers(config: dict[str, Any], cache_dir: str | None) -> int | Non
     return getattr(backbone_config_from(config, cache_dir), "num_hidden_layers", None)
 
 
+def _check_sizes(config: dict[str, Any], weights: Path, cache_dir: str | None) -> None:
+    """The backbone width, head width and layer count of the config, against the weights header."""
+    try:
+        backbone = backbone_config_from(config, cache_dir)
+    except (ModelLoadError, OSError, ValueError):
+        return  # no backbone config to compare yet: loading says what is missing
+    sizes = {"head outputs": head_width(config)}
+    hidden = getattr(backbone, "hidden_size", None)
+    if isinstance(hidden, int):
+        sizes["hidden_size"] = hidden
+    check_config_sizes(sizes, getattr(backbone, "num_hidden_layers", None), tensor_shapes(weights), weights)
+
+
 @register_layout
 class HeadLayout(CheckpointLayout):
     """NVIDIA NeMo Curator's backbone + ``fc`` layout (this module's docstring).
@@ -310,6 +367,8 @@ class HeadLayout(CheckpointLayout):
         weights = check_weights_present(path)
         if is_head_only(weights):
             backbone_folder(config, cache_dir, str(weights))
+        if weights.suffix == ".safetensors":
+            _check_sizes(config, weights, cache_dir)
         tokenizer_path = head_tokenizer_path(path, config, cache_dir)
         return ModelInfo(
             path=path,

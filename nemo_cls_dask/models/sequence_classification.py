@@ -19,7 +19,7 @@ from ..errors import ModelLoadError
 from .files import check_weights_present, config_labels, has_tokenizer, tensor_shapes, tokenizer_fingerprint, tokenizer_max_len
 from .heads import right_align
 from .layouts import CheckpointLayout, ModelInfo, register_layout
-from .weights import check_layer_count, check_shapes_on_meta, few_names
+from .weights import check_config_sizes, check_shapes_on_meta, few_names
 
 
 class SequenceClassificationAdapter(nn.Module):
@@ -63,22 +63,6 @@ def config_num_labels(config: dict[str, Any], source: str) -> int:
     return value
 
 
-def check_sizes_in_header(config: dict[str, Any], sizes: dict[str, int], shapes: dict[str, tuple[int, ...]], weights: Path) -> None:
-    """Refuse config sizes that no tensor of the weights has as a dimension (a cheap first check).
-
-    A 10-million-label config against a 3-label file fails here, on the client, before
-    transformers builds a ten-million-entry label map and a matching layer.
-    """
-    dimensions = {dim for shape in shapes.values() for dim in shape}
-    wrong = {key: value for key, value in sizes.items() if value not in dimensions}
-    if wrong:
-        raise ModelLoadError(
-            f"{weights} does not match its config.json: no tensor has the size the config gives "
-            f"{wrong} (largest dimension in the weights: {max(dimensions, default=0)})."
-        )
-    check_layer_count(config.get("num_hidden_layers"), shapes, weights, "config.json")
-
-
 @register_layout
 class SequenceClassificationLayout(CheckpointLayout):
     """A transformers ``...ForSequenceClassification`` folder (its config has ``model_type``)."""
@@ -97,7 +81,7 @@ class SequenceClassificationLayout(CheckpointLayout):
             sizes = {"num_labels": num_labels}
             if isinstance(config.get("hidden_size"), int):
                 sizes["hidden_size"] = config["hidden_size"]
-            check_sizes_in_header(config, sizes, tensor_shapes(weights), weights)
+            check_config_sizes(sizes, config.get("num_hidden_layers"), tensor_shapes(weights), weights)
         problem = config.get("problem_type") or ("regression" if num_labels == 1 else "single_label_classification")
         if not has_tokenizer(path):
             raise ModelLoadError(f"{path}: no tokenizer files (tokenizer.json / tokenizer_config.json).")

@@ -59,6 +59,25 @@ def check_layer_count(layers: int | None, shapes: Mapping[str, tuple[int, ...]],
         )
 
 
+def check_config_sizes(
+    sizes: Mapping[str, int], layers: int | None, shapes: Mapping[str, tuple[int, ...]], weights: Path
+) -> None:
+    """Refuse config sizes that no tensor of the weights has as a dimension, and a wrong layer count.
+
+    A cheap first check that runs when a checkpoint is described (on the client): a
+    10-million-label or 20,000-wide config against a small file fails here, before
+    transformers builds a ten-million-entry label map or anything is allocated.
+    """
+    dimensions = {dim for shape in shapes.values() for dim in shape}
+    wrong = {key: value for key, value in sizes.items() if value not in dimensions}
+    if wrong:
+        raise ModelLoadError(
+            f"{weights} does not match its config.json: no tensor has the size the config gives "
+            f"{wrong} (largest dimension in the weights: {max(dimensions, default=0)})."
+        )
+    check_layer_count(layers, shapes, weights, "config.json")
+
+
 def check_shapes_on_meta(
     build: Callable[[], nn.Module],
     shapes: Mapping[str, tuple[int, ...]],

@@ -28,9 +28,11 @@ from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 from .. import frames
 from ..errors import InputError
 from . import data as D
+from ..problems import ProblemType, get_problem
 from .metrics import THRESHOLD_OBJECTIVES, outcome_metrics
 
 PROBLEMS = D.PROBLEMS
+SINGLE_LABEL = get_problem("single_label")
 
 
 class NotFittedError(InputError, SklearnNotFittedError):
@@ -52,19 +54,24 @@ class TextEstimatorBase(ClassifierMixin, BaseEstimator):
     #: Whether :meth:`as_operator` can add a pooled embedding column (``embedding_field=``).
     supports_embeddings: bool = False
 
+    @property
+    def problem_type(self) -> ProblemType:
+        """``problem`` as an object (:mod:`nemo_cls_dask.problems`): probabilities, decisions, names."""
+        return get_problem(self.problem)
+
     # ------------------------------------------------------------------ scikit-learn protocol
 
     def __sklearn_tags__(self):
         from sklearn.utils import ClassifierTags, RegressorTags
 
         tags = super().__sklearn_tags__()
-        problem = getattr(self, "problem", "single_label")
-        if problem == "regression":
+        problem = get_problem(getattr(self, "problem", "single_label"))
+        if not problem.is_classifier:
             tags.estimator_type, tags.classifier_tags, tags.regressor_tags = "regressor", None, RegressorTags()
         else:
-            tags.classifier_tags = ClassifierTags(multi_label=problem == "multi_label")
+            tags.classifier_tags = ClassifierTags(multi_label=problem.multi_label)
         tags.target_tags.required = True
-        tags.target_tags.multi_output = problem != "single_label"
+        tags.target_tags.multi_output = problem != SINGLE_LABEL
         tags.input_tags.string = True
         tags.input_tags.two_d_array = False
         return tags
@@ -126,20 +133,23 @@ class TextEstimatorBase(ClassifierMixin, BaseEstimator):
         """``(frame, text_field, label_fields)`` from any accepted input; remembers how ``y`` looked.
 
         Accepted: a (dask) DataFrame holding ``text_field`` and ``label_field``; or texts (a
-        list, numpy array, Series or one-column DataFrame) with ``y`` (a list, array or
+        list, numpy array, Series or one-column DataFrame, whose column name becomes
+        ``text_field_`` for prediction) with ``y`` (a list, array or
         Series of labels or values, a 0/1 indicator matrix for multi-label, or a matrix /
         DataFrame of regression targets).
         """
         self._y_kind, self._y_values = "column", None
+        column = None
         if y is not None and isinstance(X, pd.DataFrame):
             X = _text_column(X, text_field)
-        if y is not None and self.problem == "multi_label" and _is_indicator(y):
+            column = str(X.name)
+        if y is not None and self.problem_type.multi_label and _is_indicator(y):
             names = [str(c) for c in y.columns] if isinstance(y, pd.DataFrame) else None
             matrix = np.asarray(y)
             names = names or [str(j) for j in range(matrix.shape[1])]
             y = [[names[j] for j in np.flatnonzero(row)] for row in matrix]
             self._y_kind, self._indicator_names = "indicator", names
-        elif y is not None and self.problem == "single_label":
+        elif y is not None and self.problem_type == SINGLE_LABEL:
             values = np.asarray(y.to_numpy() if isinstance(y, pd.Series) else y)
             if values.ndim == 1 and values.dtype.kind in "biuf" and not (values.dtype.kind == "f" and np.isnan(values).any()):
                 if values.dtype.kind == "f":
@@ -155,7 +165,9 @@ class TextEstimatorBase(ClassifierMixin, BaseEstimator):
                 f"of it). Prediction takes dask DataFrames."
             )
         frame, text_field, fields = D.as_frame(X, y, text_field, label_field)
-        if self.problem != "regression" and len(fields) != 1:
+        if column is not None and column not in frame.columns:  # predict() then reads the same column
+            frame, text_field = frame.rename(columns={text_field: column}), column
+        if self.problem_type.is_classifier and len(fields) != 1:
             raise InputError(f"A {self.problem} problem takes one label column, got {list(fields)}.")
         return frame, text_field, fields
 
@@ -164,12 +176,12 @@ class TextEstimatorBase(ClassifierMixin, BaseEstimator):
         with the label ``names``, numeric classes as their strings."""
         if y is not None and isinstance(X, pd.DataFrame):
             X = _text_column(X, text_field)
-        if y is not None and self.problem == "multi_label" and _is_indicator(y):
+        if y is not None and self.problem_type.multi_label and _is_indicator(y):
             matrix = np.asarray(y)
             if names is None or matrix.shape[1] != len(names):
                 raise InputError(f"y has {matrix.shape[1]} label columns; the model has {len(names or ())} labels.")
             y = [[names[j] for j in np.flatnonzero(row)] for row in matrix]
-        elif y is not None and self.problem == "single_label":
+        elif y is not None and self.problem_type == SINGLE_LABEL:
             values = np.asarray(y.to_numpy() if isinstance(y, pd.Series) else y)
             if values.ndim == 1 and values.dtype.kind in "biuf":
                 y = [str(int(v)) if values.dtype.kind == "f" else str(v) for v in values]
@@ -201,7 +213,7 @@ class TextEstimatorBase(ClassifierMixin, BaseEstimator):
         Training labels outside the chosen set raise; chosen labels without a training row
         warn (the model keeps an output for them).
         """
-        if self.problem == "regression":
+        if not self.problem_type.is_classifier:
             return None
         found = sorted(key[len("label:"):] for key in summary.index if key.startswith("label:"))
         chosen = list(keep) if keep is not None else (self._default_labels() or found)
@@ -213,9 +225,9 @@ class TextEstimatorBase(ClassifierMixin, BaseEstimator):
         if absent:
             warnings.warn(f"labels {absent} have no training rows; the model keeps an output for them but will "
                           f"rarely predict them.", UserWarning, stacklevel=3)
-        if self.problem == "single_label" and len(chosen) < 2:
+        if self.problem_type == SINGLE_LABEL and len(chosen) < 2:
             raise InputError(
-                f"A single_label classifier needs at least two classes; the training data has only {found}. "
+                f"A single_label classifier needs at least two classes; the training data has only one class: {found}. "
                 f"Pass labels=[...] with all classes, or use problem='multi_label' for a yes/no tag."
             )
         if not chosen:
@@ -269,7 +281,7 @@ class TextEstimatorBase(ClassifierMixin, BaseEstimator):
         one float32 column per label, same index and partitions.
         """
         self._check_fitted()
-        if self.problem == "regression":
+        if not self.problem_type.is_classifier:
             raise InputError("predict_proba is for classifiers; a regression model's values come from predict().")
         if frames.is_dask(X):
             return self._dask_outputs(X, text_field, proba=True)
@@ -288,13 +300,13 @@ class TextEstimatorBase(ClassifierMixin, BaseEstimator):
         if frames.is_dask(X):
             return self._dask_outputs(X, text_field, proba=False)
         outputs = self._outputs(X, self._text_field(text_field))
-        if self.problem == "regression":
+        if not self.problem_type.is_classifier:
             return outputs[..., 0] if outputs.shape[-1] == 1 else outputs
         return self._labels_from_proba(self._scores(outputs))
 
     def _labels_from_proba(self, proba: np.ndarray) -> np.ndarray:
         valid = ~np.isnan(proba).any(axis=1)
-        if self.problem == "single_label":
+        if self.problem_type == SINGLE_LABEL:
             codes = np.nan_to_num(proba).argmax(axis=1)
             classes = getattr(self, "classes_", np.asarray(self.labels_, dtype=object))
             if valid.all():
@@ -316,7 +328,7 @@ class TextEstimatorBase(ClassifierMixin, BaseEstimator):
         field = self._text_field(text_field)
         if field not in ddf.columns:
             raise InputError(f"Text column {field!r} is not in the DataFrame; its columns are {list(ddf.columns)}.")
-        regression = self.problem == "regression"
+        regression = not self.problem_type.is_classifier
         operator = self.as_operator(text_field=field, label_field="__pred__", score_field=None if regression else "__proba__")
         out = operator(ddf[[field]])
         names = list(getattr(self, "output_names_", None) or self.labels_)
@@ -369,13 +381,13 @@ class TextEstimatorBase(ClassifierMixin, BaseEstimator):
 
         outputs, target = self._labelled_outputs(X, y, text_field, None, "scoring data")
         weights = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-        if self.problem == "regression":
+        if not self.problem_type.is_classifier:
             if np.isnan(outputs).any():
                 raise InputError("score: some rows have null or blank text and so no prediction; drop them first.")
             return float(r2_score(target, outputs, sample_weight=weights))
         proba = self._scores(outputs)
         valid = ~np.isnan(proba).any(axis=1)
-        if self.problem == "single_label":
+        if self.problem_type == SINGLE_LABEL:
             predicted = np.where(valid, np.nan_to_num(proba).argmax(axis=1), -1)
         else:
             thresholds = self._decision_thresholds()
@@ -386,7 +398,9 @@ class TextEstimatorBase(ClassifierMixin, BaseEstimator):
 
 
 def prediction_values(X: Any, text_field: str) -> list[Any]:
-    """The raw text values of in-memory input (a DataFrame column, Series, list or array)."""
+    """The raw text values of in-memory input (a DataFrame column, Series, list or array).
+
+    """
     if isinstance(X, pd.DataFrame):
         if text_field not in X.columns:
             raise InputError(f"Text column {text_field!r} is not in the DataFrame; its columns are {list(X.columns)}.")

@@ -189,7 +189,7 @@ def texts_of(part: pd.DataFrame, text_field: str) -> list[str]:
 def _check_not_all_zero(weights: np.ndarray, what: str) -> None:
     """All-zero weights leave nothing to learn from (and a 0/0 loss): refused up front."""
     if len(weights) and np.isfinite(weights).all() and not (weights > 0).any():
-        raise InputError(f"{what}: every sample_weight is 0; at least one row must have a positive weight.")
+        raise InputError(f"{what}: every sample weight is zero; at least one row must have a positive weight.")
 
 
 class FrameSource:

@@ -33,6 +33,7 @@ from . import data as D
 from .calibration import TemperatureFit, calibrate_temperature, rescale_thresholds
 from .defaults import NearChanceWarning, TrainingPlan, check_training_params, near_chance_message, resolve_training_plan
 from .optim import SCHEDULES
+from .base import SINGLE_LABEL
 from .torch_base import TorchTextEstimator, fold_scale, scale_of, unfold_scale
 from .transformer_loop import TrainingError, TransformerRun  # noqa: F401  (TrainingError: public here)
 
@@ -213,11 +214,11 @@ class TextClassifier(TorchTextEstimator):
             raise InputError(f"autocast must be one of {AUTOCAST_CHOICES}, got {self.autocast!r}.")
         if self.class_weight is not None and self.class_weight != "balanced" and not isinstance(self.class_weight, dict):
             raise InputError(f"class_weight must be None, 'balanced' or a dict label -> weight, got {self.class_weight!r}.")
-        if self.class_weight is not None and self.problem == "regression":
+        if self.class_weight is not None and not self.problem_type.is_classifier:
             raise InputError("class_weight is for classification; use sample_weight for regression.")
         if self.calibration not in CALIBRATIONS:
             raise InputError(f"calibration must be one of {CALIBRATIONS}, got {self.calibration!r}.")
-        if self.calibration is not None and self.problem == "regression":
+        if self.calibration is not None and not self.problem_type.is_classifier:
             raise InputError("calibration='temperature' is for classifiers; a regression model has no probabilities to calibrate.")
 
     def _inference_max_len(self) -> int:
@@ -279,14 +280,14 @@ class TextClassifier(TorchTextEstimator):
             if continuing:
                 model, tokenizer = self.model_, self.tokenizer_
                 model.set_temperature(None)  # training moves the logits: an old temperature no longer fits
-                if self.problem == "regression" and getattr(self, "target_scale_", None) is not None:
+                if not self.problem_type.is_classifier and getattr(self, "target_scale_", None) is not None:
                     unfold_scale(model.fc, self.target_scale_)
             else:
                 model, tokenizer = self._build_model(labels, n_outputs, label_fields)
             device = resolve_device(self.device)
             model.to(device)
             self.target_scale_ = self._target_scale(summary, label_fields)
-            if self.problem == "regression" and not continuing:
+            if not self.problem_type.is_classifier and not continuing:
                 with torch.no_grad():
                     model.fc.bias.zero_()
             loss_weights = self._loss_weights(summary, labels, n_rows, device)
@@ -305,16 +306,16 @@ class TextClassifier(TorchTextEstimator):
         self.history_ = run.history
         self.best_epoch_ = run.best_epoch
         self.n_train_rows_ = run.n_train_rows
-        if self.problem == "regression":
+        if not self.problem_type.is_classifier:
             fold_scale(model.fc, self.target_scale_)
-        if self.problem == "multi_label":
+        if self.problem_type.multi_label:
             self.thresholds_ = run.tune_thresholds()
         else:
             self.thresholds_ = None
         self.validation_metrics_ = run.history[-1].get("validation", {}) if run.history else {}
         if run.best_metrics is not None:
             self.validation_metrics_ = run.best_metrics
-        if self.problem == "multi_label" and run.has_validation:
+        if self.problem_type.multi_label and run.has_validation:
             self.validation_metrics_ = dict(self.validation_metrics_) | run.threshold_metrics(self.thresholds_)
         self.calibration_ = None
         if self.calibration == "temperature":
@@ -370,7 +371,7 @@ class TextClassifier(TorchTextEstimator):
         ``calibration_``; :meth:`save_pretrained` writes ``T`` as ``temperature``.
         """
         self._check_fitted()
-        if self.problem == "regression":
+        if not self.problem_type.is_classifier:
             raise InputError("calibrate() is for classifiers; a regression model has no probabilities to calibrate.")
         old = self.model_.temperature
         raw, target = self._labelled_outputs(X, y, text_field, label_field, "calibration data")
@@ -379,7 +380,7 @@ class TextClassifier(TorchTextEstimator):
         return self
 
     def _target_scale(self, summary: pd.Series, label_fields: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray] | None:
-        if self.problem != "regression":
+        if self.problem_type.is_classifier:
             return None
         n = float(summary[D.ROWS_KEY])
         with np.errstate(invalid="ignore", over="ignore"):  # inf targets: caught as a non-finite loss
@@ -392,7 +393,7 @@ class TextClassifier(TorchTextEstimator):
             return None
         counts = np.array([float(summary.get("label:" + label, 0.0)) for label in labels])
         if self.class_weight == "balanced":
-            if self.problem == "single_label":
+            if self.problem_type == SINGLE_LABEL:
                 weights = np.where(counts > 0, n_rows / (len(labels) * np.maximum(counts, 1)), 1.0)
             else:
                 weights = np.where(counts > 0, (n_rows - counts) / np.maximum(counts, 1), 1.0)
@@ -428,7 +429,7 @@ class TextClassifier(TorchTextEstimator):
             "fc_dropout": float(self.fc_dropout),
             "max_len": int(self.max_len),
             "pooling": self.pooling,
-            "problem_type": D.PROBLEMS[self.problem],
+            "problem_type": self.problem_type.config_name,
             "backbone_config": backbone_config,
         }
         if labels is not None:

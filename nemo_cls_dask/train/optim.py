@@ -1,13 +1,23 @@
-"""Parameter groups (layer-wise learning-rate decay, no decay on biases/norms) and schedules."""
+"""Parameter groups (layer-wise learning-rate decay, no decay on biases/norms) and schedules.
+
+The learning-rate curves are ``transformers.get_scheduler``'s. Only the step counter is
+ours: it counts training **rows** seen, not optimizer steps, because the number of batches
+is not known before training (batches are planned per chunk and per epoch from token
+lengths, and a dask frame is read one partition at a time), while the number of rows is
+(the first pass over the labels counts them).
+"""
 
 from __future__ import annotations
 
-import math
 import re
+from collections.abc import Callable
 
+import torch
 from torch import nn
 
 SCHEDULES = ("linear", "cosine", "constant")
+#: ``lr_schedule`` -> the name ``transformers.get_scheduler`` knows (all with linear warmup).
+SCHEDULER_NAMES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
 
 
 def encoder_layers(backbone: nn.Module) -> tuple[str, int]:
@@ -73,14 +83,16 @@ def parameter_groups(
     return [groups[key] for key in sorted(groups)]
 
 
-def lr_factor(progress: float, warmup_ratio: float, schedule: str) -> float:
-    """Multiplier of the learning rate at ``progress`` (0 = start, 1 = end of training)."""
-    progress = min(max(progress, 0.0), 1.0)
-    if warmup_ratio > 0 and progress < warmup_ratio:
-        return progress / warmup_ratio
-    if schedule == "constant":
-        return 1.0
-    rest = (progress - warmup_ratio) / max(1.0 - warmup_ratio, 1e-12)
-    if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * rest))
-    return max(0.0, 1.0 - rest)
+def lr_schedule(schedule: str, warmup_ratio: float, total_steps: int) -> Callable[[int], float]:
+    """The multiplier of the learning rate at step ``0..total_steps`` (``transformers.get_scheduler``).
+
+    Warmup is linear over the first ``round(warmup_ratio * total_steps)`` steps; then
+    ``"linear"`` decays to 0, ``"cosine"`` follows half a cosine to 0, ``"constant"`` stays at 1.
+    """
+    from transformers import get_scheduler
+
+    total_steps = max(int(total_steps), 1)
+    dummy = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    scheduler = get_scheduler(SCHEDULER_NAMES[schedule], dummy, num_warmup_steps=int(round(warmup_ratio * total_steps)),
+                              num_training_steps=total_steps)
+    return scheduler.lr_lambdas[0]

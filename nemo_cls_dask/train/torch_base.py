@@ -25,7 +25,8 @@ from ..engine import BatchSettings, run_model
 from ..errors import InputError
 from ..models.loading import LoadedModel, ModelInfo
 from ..tokenization import clean_texts, encode
-from .base import PROBLEMS, TextEstimatorBase, prediction_values
+from ..problems import get_problem
+from .base import TextEstimatorBase, prediction_values
 
 
 class TorchTextEstimator(TextEstimatorBase):
@@ -60,7 +61,7 @@ class TorchTextEstimator(TextEstimatorBase):
 
     def _loaded(self, module: nn.Module | None = None, num_outputs: int | None = None) -> LoadedModel:
         module = module if module is not None else self.model_
-        info = ModelInfo(path=Path("."), layout=self.layout, problem_type=PROBLEMS.get(self.problem, ""),
+        info = ModelInfo(path=Path("."), layout=self.layout, problem_type=self.problem_type.config_name,
                          labels=getattr(self, "labels_", None),
                          num_outputs=num_outputs if num_outputs is not None else len(self.output_names_),
                          max_len=self._inference_max_len(), tokenizer_path=Path("."),
@@ -94,10 +95,7 @@ class TorchTextEstimator(TextEstimatorBase):
 
     def _scores(self, outputs: np.ndarray) -> np.ndarray:
         """Probabilities (softmax, or one sigmoid per label) of raw outputs; values for regression."""
-        if self.problem == "regression":
-            return outputs
-        tensor = torch.from_numpy(np.ascontiguousarray(outputs, dtype=np.float32))
-        return (torch.sigmoid(tensor) if self.problem == "multi_label" else torch.softmax(tensor, dim=-1)).numpy()
+        return self.problem_type.probabilities(np.ascontiguousarray(outputs, dtype=np.float32))
 
     def predict_proba(self, X: Any, *, text_field: str | None = None, dropout_sampling: int | None = None) -> Any:
         """Class probabilities (see :meth:`TextEstimatorBase.predict_proba`).
@@ -107,7 +105,7 @@ class TorchTextEstimator(TextEstimatorBase):
         if dropout_sampling is None:
             return super().predict_proba(X, text_field=text_field)
         self._check_fitted()
-        if self.problem == "regression":
+        if not self.problem_type.is_classifier:
             raise InputError("predict_proba is for classifiers; a regression model's values come from predict().")
         if frames.is_dask(X):
             raise InputError("dropout_sampling works on in-memory data; compute the dask partition(s) first.")
@@ -119,7 +117,7 @@ class TorchTextEstimator(TextEstimatorBase):
         of :meth:`predict_proba`)."""
         if dropout_sampling is None:
             return super().predict(X, text_field=text_field)
-        if self.problem != "regression":
+        if self.problem_type.is_classifier:
             raise InputError("For classifiers, dropout_sampling is an option of predict_proba.")
         self._check_fitted()
         raw = self._outputs(X, self._text_field(text_field), dropout_sampling)
@@ -187,7 +185,7 @@ class TorchTextEstimator(TextEstimatorBase):
         stored = info.config.get(cls.config_key, {})
         names = cls._get_param_names()
         params = {k: v for k, v in stored.get("params", {}).items() if k in names}
-        params["problem"] = {v: k for k, v in PROBLEMS.items()}[info.problem_type]
+        params["problem"] = get_problem(info.problem_type).name
         return params, stored
 
     def _restore_fitted(self, info: ModelInfo, stored: dict[str, Any]) -> None:

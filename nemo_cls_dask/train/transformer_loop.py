@@ -26,8 +26,9 @@ from ..models.loading import LoadedModel, ModelInfo
 from ..progress import progress_bar
 from ..tokenization import EncodedTexts, encode
 from . import data as D
+from .base import SINGLE_LABEL
 from .metrics import outcome_metrics, tune_thresholds
-from .optim import lr_factor, parameter_depths, parameter_groups
+from .optim import lr_schedule, parameter_depths, parameter_groups
 
 
 class TrainingError(NemoClsDaskError, RuntimeError):
@@ -58,7 +59,7 @@ class TransformerRun:
         self.progress = progress  # True/False, or None: bars when stderr is a terminal
         self.train_source, self.valid_source = train, valid
         self.label2id, self.loss_weights = label2id, loss_weights
-        self.problem = est.problem
+        self.problem = est.problem_type
         self.split = valid is None and est.validation_fraction > 0
         self.has_validation = valid is not None or self.split
         self.cache_chunks = not train.is_dask
@@ -89,7 +90,7 @@ class TransformerRun:
         texts = D.texts_of(part, source.text_field)
         if self.split:
             rng = np.random.default_rng([est.seed, index, 7])
-            mask = D.split_mask(len(part), est.validation_fraction, rng, target if est.problem == "single_label" else None)
+            mask = D.split_mask(len(part), est.validation_fraction, rng, target if self.problem == SINGLE_LABEL else None)
             rows = np.flatnonzero(mask if side == "valid" else ~mask)
             texts = [texts[i] for i in rows]
             target, weights = target[rows], weights[rows]
@@ -109,15 +110,15 @@ class TransformerRun:
     def _loss(self, outputs: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Weighted mean loss of a batch (sample weights multiply each row's loss)."""
         outputs = outputs.float()
-        if self.problem == "single_label":
+        if not self.problem.is_classifier:
+            mean, std = self.scale
+            rows = ((outputs - (target - mean) / std) ** 2).mean(dim=1)
+        elif not self.problem.multi_label:
             rows = nn.functional.cross_entropy(outputs, target, weight=self.loss_weights, reduction="none")
-        elif self.problem == "multi_label":
+        else:
             rows = nn.functional.binary_cross_entropy_with_logits(
                 outputs, target, pos_weight=self.loss_weights, reduction="none"
             ).mean(dim=1)
-        else:
-            mean, std = self.scale
-            rows = ((outputs - (target - mean) / std) ** 2).mean(dim=1)
         return (rows * weights).mean()
 
     def _check_finite(self, loss: torch.Tensor, epoch: int, step: int) -> None:
@@ -144,8 +145,8 @@ class TransformerRun:
             group.pop("names")
         return torch.optim.AdamW(groups, lr=est.learning_rate, weight_decay=est.weight_decay)
 
-    def _set_lr(self, optimizer: torch.optim.Optimizer, progress: float) -> float:
-        factor = lr_factor(progress, self.est.warmup_ratio, self.est.lr_schedule)
+    def _set_lr(self, optimizer: torch.optim.Optimizer, rows_seen: int) -> float:
+        factor = self.schedule(min(rows_seen, self.schedule_steps))  # the split's row count is an estimate
         for group in optimizer.param_groups:
             group["lr"] = group["initial_lr"] * factor
         return factor
@@ -169,6 +170,7 @@ class TransformerRun:
         scaler = torch.amp.GradScaler("cuda") if (self.dtype == torch.float16 and self.device.type == "cuda") else None
         cast = (lambda: torch.autocast(self.device.type, dtype=self.dtype)) if self.dtype is not None else None
         total_rows = max(self.n_train_rows * est.epochs, 1)
+        self.schedule, self.schedule_steps = lr_schedule(est.lr_schedule, est.warmup_ratio, total_rows), total_rows
         seen = 0
         accumulation = est.gradient_accumulation_steps
         self._early_setup()
@@ -205,7 +207,7 @@ class TransformerRun:
                     pending += 1
                     seen += len(rows)
                     if pending == accumulation:
-                        self._step(optimizer, scaler, seen / total_rows)
+                        self._step(optimizer, scaler, seen)
                         pending = 0
                     loss_sum += loss.detach().item() * len(rows)
                     loss_rows += len(rows)
@@ -213,15 +215,15 @@ class TransformerRun:
                     bar.update(len(rows))
                     bar.set_postfix(loss=f"{loss_sum / loss_rows:.4f}", refresh=False)
             if pending:
-                self._step(optimizer, scaler, seen / total_rows)
+                self._step(optimizer, scaler, seen)
             for parameter in model.parameters():
                 parameter.requires_grad_(True)
             stop = self._end_epoch(epoch, loss_sum / max(loss_rows, 1), bar, started, self.validation_outputs)
             if stop:
                 break
 
-    def _step(self, optimizer, scaler, progress: float) -> None:
-        self._set_lr(optimizer, progress)
+    def _step(self, optimizer, scaler, rows_seen: int) -> None:
+        self._set_lr(optimizer, rows_seen)
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
@@ -266,6 +268,7 @@ class TransformerRun:
         self.n_train_rows = len(x)
         n = len(x)
         total = max(n * est.epochs, 1)
+        self.schedule, self.schedule_steps = lr_schedule(est.lr_schedule, est.warmup_ratio, total), total
         seen = 0
         self._early_setup()
         batch = est.max_batch_rows * est.gradient_accumulation_steps
@@ -285,7 +288,7 @@ class TransformerRun:
                     self._check_finite(loss, epoch, step)
                     loss.backward()
                     seen += len(rows)
-                    self._step(optimizer, None, seen / total)
+                    self._step(optimizer, None, seen)
                     loss_sum += loss.detach().item() * len(rows)
                     bar.update(len(rows))
                     bar.set_postfix(loss=f"{loss_sum / max(seen - epoch * n, 1):.4f}", refresh=False)
@@ -326,7 +329,7 @@ class TransformerRun:
             mean, std = self.scale
             raw = raw * std + mean
         labels = sorted(self.label2id, key=self.label2id.get) if self.label2id else None
-        metrics = outcome_metrics(self.problem, self.est._scores(raw.cpu().numpy()), target, thresholds, labels)
+        metrics = outcome_metrics(self.problem.name, self.est._scores(raw.cpu().numpy()), target, thresholds, labels)
         metrics.pop("per_label_f1", None)
         return metrics
 
