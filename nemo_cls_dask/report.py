@@ -32,13 +32,14 @@ import pyarrow as pa
 from . import frames
 from .errors import InputError
 
-__all__ = ["write_report"]
+__all__ = ["check_report_path", "write_report", "write_run_report"]
 
 NULL_LABEL = "<null>"
 MAX_BARS = 30  # label distribution: the most frequent labels, the rest as one bar
 MAX_HISTOGRAMS = 12  # confidence: the most frequent predicted labels
 MAX_MATRIX = 30  # confusion matrix: labels per side before the rest are grouped
 OTHER = "(other labels)"
+GENERATOR = '<meta name="generator" content="nemo_cls_dask.report">'  # marks a page this module wrote
 
 
 @dataclass
@@ -73,10 +74,11 @@ def write_report(
     ``labels``: the model's labels (``classifier.describe().labels``); true labels outside
     them are counted as ones the model cannot predict. ``timeline``: rows of ``(seconds,
     rows_done, padding_efficiency or None)``. ``path`` must not be a folder or a link; an
-    existing file is replaced only with ``overwrite=True``. The file is written atomically.
+    existing file is replaced when it is a report this function wrote, any other file only
+    with ``overwrite=True``. The file is written atomically.
     """
     path = Path(path)
-    _check_target(path, overwrite)
+    check_report_path(path, overwrite)
     fields = {"label_field": label_field, "score_field": score_field, "truth_field": truth_field}
     _check_columns(frame, fields)
     points = _check_timeline(timeline)
@@ -91,15 +93,67 @@ def write_report(
 # ---------------------------------------------------------------------------- checks
 
 
-def _check_target(path: Path, overwrite: bool) -> None:
+def write_run_report(result: Any, path: str | os.PathLike[str], *, label_field: str, score_field: str | None = None,
+                     truth_field: str | None = None, labels: Sequence[str] | None = None, title: str | None = None,
+                     overwrite: bool = False) -> Path:
+    """The report of a :func:`~nemo_cls_dask.classify_files` run, from its output files.
+
+    Reads only the label, score and truth columns of every complete output (written now or
+    kept from an earlier run); the timeline is this run's. Returns the page's path.
+    """
+    path = Path(path)
+    check_report_path(path, overwrite)
+    columns = [c for c in dict.fromkeys((label_field, score_field, truth_field)) if c is not None]
+    targets = [outcome.target for outcome in result.files if outcome.status in ("written", "skipped")]
+    if not targets:
+        raise InputError(f"No output file to report on under {result.output}.")
+    frame = pd.concat([_read_output_columns(Path(target), columns) for target in targets], ignore_index=True)
+    return write_report(frame, path, label_field=label_field, score_field=score_field, truth_field=truth_field,
+                        labels=labels, timeline=result.timeline or None, title=title, overwrite=overwrite)
+
+
+def _read_output_columns(target: Path, columns: list[str]) -> pd.DataFrame:
+    """Just ``columns`` of one output file (parquet: only those columns are read)."""
+    if target.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        available = pq.read_schema(target).names
+        missing = [c for c in columns if c not in available]
+        if missing:
+            raise InputError(f"{target} has no column(s) {missing} for the report; columns: {available}")
+        # ignore_metadata: pandas cannot rebuild list<float> dtypes from the files' pandas metadata
+        return pq.read_table(target, columns=columns).to_pandas(ignore_metadata=True)
+    frame = pd.read_json(target, lines=True, dtype=False)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise InputError(f"{target} has no column(s) {missing} for the report; columns: {list(frame.columns)}")
+    return frame[columns]
+
+
+def check_report_path(path: str | os.PathLike[str], overwrite: bool = False) -> None:
+    """Refuse a report path that is a link, a folder, not ``.html``, or someone else's file.
+
+    Call it before long work starts (the CLI does, before the cluster): an existing file is
+    replaced only when it is a report this module wrote, or with ``overwrite``.
+    """
+    path = Path(path)
     if path.is_symlink():
         raise InputError(f"Report path {path} is a symbolic link; give the path of a regular file (links are not followed).")
     if path.is_dir():
         raise InputError(f"Report path {path} is a folder; give a file name such as {path / 'report.html'}.")
-    if path.exists() and not overwrite:
-        raise InputError(f"Report path {path} exists; pass overwrite=True (--overwrite) to replace it.")
+    if path.exists() and not overwrite and not _is_own_report(path):
+        raise InputError(f"Report path {path} exists and is not a report this package wrote; "
+                         f"pass overwrite=True (--overwrite) to replace it.")
     if path.suffix.lower() not in (".html", ".htm"):
         raise InputError(f"Report path {path} should end in .html (it is an HTML page).")
+
+
+def _is_own_report(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return GENERATOR in handle.read(2048)
+    except OSError:
+        return False
 
 
 def _check_columns(frame: Any, fields: dict[str, str | None]) -> None:
@@ -293,7 +347,7 @@ def _render(columns: _Columns, fields: dict[str, str | None], labels: tuple[str,
     if columns.truth is not None:
         parts.append(_truth_section(columns, fields, labels, plots))
     body = "\n".join(parts)
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{_e(title)}</title>\n'
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n{GENERATOR}\n<title>{_e(title)}</title>\n'
             f"<style>{STYLE}</style>\n</head>\n<body>\n{body}\n"
             f'<p class="note">{rows:,} rows; written by nemo_cls_dask.report.</p>\n</body>\n</html>\n')
 

@@ -163,7 +163,7 @@ def test_refuses_to_replace_a_file_a_folder_or_a_link(classified, tmp_path):
     frame, _ = classified
     existing = tmp_path / "mine.html"
     existing.write_text("the user's own page")
-    with pytest.raises(InputError, match="exists; pass overwrite=True"):
+    with pytest.raises(InputError, match="exists and is not a report this package wrote; pass overwrite=True"):
         write_report(frame, existing, label_field="quality")
     assert existing.read_text() == "the user's own page"
     folder = tmp_path / "folder.html"
@@ -179,6 +179,8 @@ def test_refuses_to_replace_a_file_a_folder_or_a_link(classified, tmp_path):
         write_report(frame, tmp_path / "report.png", label_field="quality")
     write_report(frame, existing, label_field="quality", overwrite=True)
     assert existing.read_text().startswith("<!DOCTYPE html>")
+    write_report(frame, existing, label_field="quality", title="again")  # its own report: replaced without overwrite
+    assert "<title>again</title>" in existing.read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.html", "link.html", "mine.html"]  # no temporaries left
 
 

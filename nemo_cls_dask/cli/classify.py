@@ -68,6 +68,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="invalid UTF-8 in jsonl/csv input: fail naming the file and line (strict), or read it as U+FFFD (replace)",
     )
     parser.add_argument(
+        "--report", default=None, metavar="PATH.html",
+        help="also write an HTML report (label distribution, confidence, throughput and padding, accuracy and "
+             "confusion matrix with --truth-field) from the output files' label/score/truth columns",
+    )
+    parser.add_argument(
         "--backend", default="auto", choices=["auto", "pandas", "cudf"],
         help="partitions the model sees: cudf needs RAPIDS and a GPU cluster; auto (default) uses cuDF when "
              "every worker has a GPU and cuDF is installed, else pandas. Files are read on the host either way",
@@ -90,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
     truth_field = args.truth_field or (SAMPLE_TRUTH_FIELD if args.input is None else None)
     output = Path(args.output)
     classifiers = build_classifiers(args)
+    if args.report:
+        from ..report import check_report_path
+
+        check_report_path(args.report, args.overwrite)  # before any cluster starts
     result = classify_files(
         source, output, classifiers,
         output_format=args.format or _format_from_suffix(output),
@@ -106,6 +115,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         print_summary(result, classifiers[0])
     print(f"files: {len(result.written)} written, {len(result.skipped)} skipped (already complete), {len(result.failed)} failed")
+    if args.report and (result.written or result.skipped):
+        from ..report import write_run_report
+
+        page = write_run_report(result, args.report, label_field=classifiers[0].summary_column(),
+                                score_field=getattr(classifiers[0], "score_field", None), truth_field=truth_field,
+                                labels=result.known_labels, overwrite=args.overwrite)
+        print(f"report: {page}")
     if result.failed:
         print(f"error: {len(result.failed)} file(s) failed; fix them and run the same command again to finish "
               f"(completed files are kept and skipped):", file=sys.stderr)
