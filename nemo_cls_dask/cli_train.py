@@ -22,6 +22,15 @@ from .cli.options import add_engine_options, add_overwrite, add_text_field, auto
 from .errors import NemoClsDaskError
 
 
+class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default, unless its help already explains the default in words."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``train`` subcommand to ``subparsers`` (from ``add_subparsers``) and return it."""
     train = subparsers.add_parser(
@@ -30,44 +39,45 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Fine-tune a transformer text classifier (single-label, multi-label or regression) "
         "and save it in the layout that 'classify --model DIR' loads. Options left at 'auto' are "
         "chosen per mode (--frozen-backbone or full fine-tune) and data size; the values used are printed.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsHelpFormatter,
     )
     train.add_argument("input", help="training data: jsonl/parquet file or folder")
     train.add_argument("--out", required=True, help="folder to save the classifier to")
     add_text_field(train)
     train.add_argument("--label-field", default="label", help="label column (regression: comma-separated target columns)")
-    train.add_argument("--problem", default="single_label", choices=["single_label", "multi_label", "regression"])
+    train.add_argument("--problem", default="single_label", choices=["single_label", "multi_label", "regression"],
+                       help="softmax + cross-entropy, sigmoid + BCE with tuned thresholds, or MSE")
     train.add_argument("--backbone", default="sentence-transformers/all-MiniLM-L6-v2", help="hub id or folder of the encoder")
     train.add_argument("--labels", default=None, help="comma-separated class names (default: those in the data)")
     train.add_argument("--label-sep", default=None, help="multi-label: delimiter of labels in a string column")
     train.add_argument("--threshold-objective", default="micro_f1", choices=["micro_f1", "label_f1"],
                        help="multi-label: what the per-label thresholds maximize on the validation rows")
     train.add_argument("--validation", default=None, help="validation jsonl/parquet file or folder (default: hold out --validation-fraction)")
-    train.add_argument("--validation-fraction", type=float, default=0.1)
+    train.add_argument("--validation-fraction", type=float, default=0.1, help="share of the training rows held out without --validation")
     train.add_argument("--epochs", type=_auto(int), default="auto",
-                       help="auto: enough for a few hundred optimizer steps (frozen: 10-200 epochs; full fine-tune: 3-8)")
+                       help="auto: enough for a few hundred optimizer steps (frozen: 10-200 epochs; full fine-tune: 3-6)")
     train.add_argument("--lr", type=_auto(float), default="auto",
                        help="learning rate of the backbone (auto: 1e-4); with --frozen-backbone, of the head unless --head-lr is given")
     train.add_argument("--head-lr", type=_auto(float), default="auto",
-                       help="learning rate of the head (auto: 3e-3 with --frozen-backbone, else 2e-3)")
-    train.add_argument("--lr-schedule", default="linear", choices=["linear", "cosine", "constant"])
-    train.add_argument("--warmup-ratio", type=float, default=0.1)
-    train.add_argument("--weight-decay", type=float, default=0.01)
+                       help="learning rate of the head (auto: 1e-2 with --frozen-backbone, else 1e-3)")
+    train.add_argument("--lr-schedule", default="linear", choices=["linear", "cosine", "constant"], help="decay after the warmup")
+    train.add_argument("--warmup-ratio", type=float, default=0.1, help="share of training with a linearly rising learning rate")
+    train.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (none on biases and norms)")
     add_engine_options(train, batch_tokens=4096, max_batch_rows=64,
                        batch_tokens_help="tokens per training batch (rows x padded length)")
     train.add_argument("--grad-accum", type=int, default=1, help="batches per optimizer step")
     train.add_argument("--max-len", type=int, default=128, help="tokens per text")
-    train.add_argument("--pooling", default="mean", choices=["mean", "cls"])
-    train.add_argument("--fc-dropout", type=float, default=0.1)
+    train.add_argument("--pooling", default="mean", choices=["mean", "cls"], help="how token states become one vector")
+    train.add_argument("--fc-dropout", type=float, default=0.1, help="dropout before the head")
     train.add_argument("--frozen-backbone", action="store_true", help="train only the head on cached embeddings (fast on CPU)")
-    train.add_argument("--class-weight", default=None, choices=["balanced"])
+    train.add_argument("--class-weight", default=None, choices=["balanced"], help="weigh rare labels up (default: none)")
     train.add_argument("--early-stopping", type=_auto(int, off=True), default="auto", metavar="PATIENCE",
                        help="stop after PATIENCE epochs without a better validation loss and keep the best epoch; "
                        "auto: 5 with --frozen-backbone, else 2 (when there is validation data); off: train every epoch")
-    train.add_argument("--layerwise-lr-decay", type=float, default=1.0)
-    train.add_argument("--gradual-unfreezing", action="store_true")
+    train.add_argument("--layerwise-lr-decay", type=float, default=1.0, help="each encoder layer down gets this times the lr above it")
+    train.add_argument("--gradual-unfreezing", action="store_true", help="epoch 1 trains the head only; each later epoch unfreezes a layer")
     train.add_argument("--in-memory", action="store_true", help="load the whole input into memory (default: stream dask partitions)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0, help="seed of the head, dropout, shuffling and validation split")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     add_overwrite(train, "replace an existing --out folder")
     train.set_defaults(command="train", run=run_train)

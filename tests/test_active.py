@@ -251,7 +251,7 @@ def test_diversity_needs_embeddings(frame, adapter):
         query(ddf, 3, model=kim, strategy="coreset")
     assert len(query(ddf, 3, model=kim, strategy="entropy")) == 3  # uncertainty works through its checkpoint
     with pytest.raises(InputError, match="embeddings"):
-        query(ddf, 3, model=DistributedDataClassifier(model_identifier=kim._export_dir()), strategy="kmeans")
+        query(ddf, 3, model=kim.as_operator(), strategy="kmeans")  # its operator: a KimCNN checkpoint
 
 
 # ---------------------------------------------------------------------------- query: bad input

@@ -1,6 +1,6 @@
 """``nemo-cls-dask distill INPUT MODEL_OUT --teacher T --student S``: a thin layer over :func:`distill`.
 
-INPUT is a jsonl/parquet file or folder (the unlabelled pool). The teacher's outputs go to
+INPUT is a parquet, jsonl or csv file or folder (the unlabelled pool). The teacher's outputs go to
 ``--work-dir`` (default ``MODEL_OUT.teacher-outputs``) partition by partition, so running
 the same command again after an interruption pays the teacher only for what is missing.
 The student is saved to MODEL_OUT with ``distill_report.json`` beside it.
@@ -19,11 +19,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``distill`` subcommand to ``subparsers`` (from ``add_subparsers``) and return it."""
     parser = subparsers.add_parser(
         "distill",
-        help="train a fast student classifier on a slow teacher's labels of a jsonl/parquet pool",
+        help="train a fast student classifier on a slow teacher's labels of a parquet/jsonl/csv pool",
         description="Label a pool of texts with a teacher on a Dask cluster (resumable), train a fast student on "
         "the teacher's probabilities or labels, and report agreement, accuracy and docs/s on held-out rows.",
     )
-    parser.add_argument("input", help="the unlabelled pool: jsonl/parquet file or folder")
+    parser.add_argument("input", help="the unlabelled pool: parquet, jsonl or csv file(s) or folder")
     parser.add_argument("model_out", help="folder to save the student to (must not exist, or be empty)")
     parser.add_argument("--teacher", required=True,
                         help="checkpoint folder, hub id, 'debian-topics', or a ready-made class name (quality, "

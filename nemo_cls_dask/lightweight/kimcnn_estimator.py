@@ -286,9 +286,9 @@ class KimCNNRun:
         return targets if scale is None else ((targets - scale[0]) / scale[1]).astype(np.float32)
 
     def _loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if self.problem_type == SINGLE_LABEL:
+        if self.problem == SINGLE_LABEL:
             return nn.functional.cross_entropy(outputs, target)
-        if self.problem_type.multi_label:
+        if self.problem.multi_label:
             return nn.functional.binary_cross_entropy_with_logits(outputs, target)
         return nn.functional.mse_loss(outputs, target)
 
@@ -353,7 +353,7 @@ class KimCNNRun:
             loss = float(self._loss(raw, target))
         raw = raw.cpu().numpy()
         target = self.valid_targets
-        if not self.problem_type.is_classifier:  # metrics in the targets' own units
+        if not self.problem.is_classifier:  # metrics in the targets' own units
             mean, std = self.scale
             raw, target = raw * std + mean, target * std + mean
         metrics = outcome_metrics(self.problem.name, self.est._scores(raw), target, None, None)

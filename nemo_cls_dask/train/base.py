@@ -133,13 +133,16 @@ class TextEstimatorBase(ClassifierMixin, BaseEstimator):
         """``(frame, text_field, label_fields)`` from any accepted input; remembers how ``y`` looked.
 
         Accepted: a (dask) DataFrame holding ``text_field`` and ``label_field``; or texts (a
-        list, numpy array, Series or one-column DataFrame) with ``y`` (a list, array or
+        list, numpy array, Series or one-column DataFrame, whose column name becomes
+        ``text_field_`` for prediction) with ``y`` (a list, array or
         Series of labels or values, a 0/1 indicator matrix for multi-label, or a matrix /
         DataFrame of regression targets).
         """
         self._y_kind, self._y_values = "column", None
+        column = None
         if y is not None and isinstance(X, pd.DataFrame):
             X = _text_column(X, text_field)
+            column = str(X.name)
         if y is not None and self.problem_type.multi_label and _is_indicator(y):
             names = [str(c) for c in y.columns] if isinstance(y, pd.DataFrame) else None
             matrix = np.asarray(y)
@@ -162,6 +165,8 @@ class TextEstimatorBase(ClassifierMixin, BaseEstimator):
                 f"of it). Prediction takes dask DataFrames."
             )
         frame, text_field, fields = D.as_frame(X, y, text_field, label_field)
+        if column is not None and column not in frame.columns:  # predict() then reads the same column
+            frame, text_field = frame.rename(columns={text_field: column}), column
         if self.problem_type.is_classifier and len(fields) != 1:
             raise InputError(f"A {self.problem} problem takes one label column, got {list(fields)}.")
         return frame, text_field, fields
@@ -395,11 +400,8 @@ class TextEstimatorBase(ClassifierMixin, BaseEstimator):
 def prediction_values(X: Any, text_field: str) -> list[Any]:
     """The raw text values of in-memory input (a DataFrame column, Series, list or array).
 
-    A DataFrame without ``text_field`` but with a single column is read as that column
-    (scikit-learn style ``X``: one column of texts)."""
+    """
     if isinstance(X, pd.DataFrame):
-        if text_field not in X.columns and X.shape[1] == 1:
-            return frames.text_values(X.iloc[:, 0])
         if text_field not in X.columns:
             raise InputError(f"Text column {text_field!r} is not in the DataFrame; its columns are {list(X.columns)}.")
         return frames.text_values(X[text_field])
