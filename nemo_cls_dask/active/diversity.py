@@ -104,6 +104,9 @@ def k_center_greedy(points: np.ndarray, n: int, labelled: np.ndarray | None = No
     With nothing labelled, the first pick is position 0 (the caller sorts candidates by
     uncertainty, so that is the most uncertain one). Ties go to the lower position.
     Distances are Euclidean between unit-scaled rows.
+
+    Hand-written: no kept library offers greedy k-center seeded by already-labelled
+    points; it is a few lines of numpy over at most ``candidates`` rows.
     """
     unit = unit_rows(points)
     n = min(n, len(unit))

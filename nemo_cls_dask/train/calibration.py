@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from ..problems import get_problem
+
 from .metrics import ECE_BINS, expected_calibration_error
 
 #: The range searched for ``T``.
@@ -61,7 +63,7 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:
 
 def _nll(logits: np.ndarray, target: np.ndarray, problem: str, temperature: float) -> float:
     z = logits / temperature
-    if problem == "single_label":
+    if not get_problem(problem).multi_label:
         return float(-_log_softmax(z)[np.arange(len(z)), target.astype(np.int64)].mean())
     y = (np.asarray(target, dtype=np.float64).reshape(z.shape) > 0.5).astype(np.float64)
     # BCE with logits, stable: max(z, 0) - z y + log(1 + exp(-|z|))
@@ -132,7 +134,7 @@ class TemperatureFit:
 def probabilities(logits: Any, problem: str, temperature: float = 1.0) -> np.ndarray:
     """``softmax(z / T)`` (single-label) or ``sigmoid(z / T)`` (multi-label), float64."""
     z = np.asarray(logits, dtype=np.float64) / float(temperature)
-    if problem == "single_label":
+    if not get_problem(problem).multi_label:
         return np.exp(_log_softmax(z.reshape(len(z), -1)))
     return 1.0 / (1.0 + np.exp(-z))
 
@@ -141,7 +143,7 @@ def calibrate_temperature(logits: Any, target: Any, problem: str, *, n_bins: int
     """Fit ``T`` on ``(logits, target)`` and report NLL and ECE (``n_bins`` bins) before and after."""
     logits, target = _check(logits, target, problem)
     temperature = fit_temperature(logits, target, problem)
-    multi = problem == "multi_label"
+    multi = get_problem(problem).multi_label
 
     def ece(t: float) -> float:
         return expected_calibration_error(probabilities(logits, problem, t), target, n_bins=n_bins, multi_label=multi)

@@ -15,15 +15,18 @@ import pandas as pd
 
 from .. import frames
 from ..errors import InputError
+from ..problems import get_problem
 
-PROBLEMS = {
-    "single_label": "single_label_classification",
-    "multi_label": "multi_label_classification",
-    "regression": "regression",
-}
+#: The problems the estimators train: short name -> config name (:mod:`nemo_cls_dask.problems`).
+PROBLEMS = {name: get_problem(name).config_name for name in ("single_label", "multi_label", "regression")}
 WEIGHT_COLUMN = "__sample_weight__"
 ROWS_KEY = "__rows__"
 MISSING_KEY = "__missing__"
+
+
+def _single_label(problem: str) -> bool:
+    kind = get_problem(problem)
+    return kind.is_classifier and not kind.multi_label
 
 
 def _is_missing(value: Any) -> bool:
@@ -42,7 +45,7 @@ def row_labels(values: Sequence[Any], problem: str, column: str, label_sep: str 
         if _is_missing(value):
             out.append(None)
             continue
-        if problem == "single_label":
+        if _single_label(problem):
             if isinstance(value, str):
                 out.append(value)
             elif isinstance(value, (bool, np.bool_, int, np.integer)):
@@ -89,7 +92,7 @@ def _check_regression_column(series: pd.Series, column: str) -> None:
 def summarize_partition(part: pd.DataFrame, problem: str, label_fields: tuple[str, ...], label_sep: str | None) -> pd.Series:
     """Counts over one chunk: rows, missing targets, label counts (or sums for regression)."""
     values: dict[str, float] = {ROWS_KEY: float(len(part))}
-    if problem == "regression":
+    if not get_problem(problem).is_classifier:
         for column in label_fields:
             series = part[column]
             _check_regression_column(series, column)
@@ -107,7 +110,7 @@ def summarize_partition(part: pd.DataFrame, problem: str, label_fields: tuple[st
         if item is None:
             missing += 1
             continue
-        for label in [item] if problem == "single_label" else set(item):
+        for label in [item] if _single_label(problem) else set(item):
             counts["label:" + label] = counts.get("label:" + label, 0.0) + 1.0
     values[MISSING_KEY] = float(missing)
     values.update(counts)
@@ -116,7 +119,7 @@ def summarize_partition(part: pd.DataFrame, problem: str, label_fields: tuple[st
 
 def check_missing(summary: pd.Series, problem: str, label_fields: tuple[str, ...], what: str) -> None:
     """Raise if a first-pass summary counted missing targets (naming the column and count)."""
-    if problem == "regression":
+    if not get_problem(problem).is_classifier:
         for column in label_fields:
             missing = int(summary.get(f"missing:{column}", 0))
             if missing:
@@ -140,7 +143,7 @@ def encode_targets(
     Raises on missing targets (naming the column and count) and on labels not in
     ``label2id`` (listing them).
     """
-    if problem == "regression":
+    if not get_problem(problem).is_classifier:
         columns = []
         for column in label_fields:
             _check_regression_column(part[column], column)
@@ -156,14 +159,14 @@ def encode_targets(
     if missing:
         raise InputError(f"{what}: label column {column!r} has {missing} NaN/missing value(s); drop or fill them.")
     assert label2id is not None
-    seen = {label for item in labels for label in ([item] if problem == "single_label" else item)}
+    seen = {label for item in labels for label in ([item] if _single_label(problem) else item)}
     unknown = sorted(seen - set(label2id))
     if unknown:
         raise InputError(
             f"{what}: label column {column!r} has labels that are not in the model's label set: {unknown}. "
             f"Known labels: {sorted(label2id)}."
         )
-    if problem == "single_label":
+    if _single_label(problem):
         return np.fromiter((label2id[item] for item in labels), dtype=np.int64, count=len(labels))
     matrix = np.zeros((len(labels), len(label2id)), dtype=np.float32)
     for row, item in enumerate(labels):
@@ -250,6 +253,10 @@ def split_mask(n: int, fraction: float, rng: np.random.Generator, classes: np.nd
 
     Stratified: each class gives round(fraction x count) rows, at least one when it has two
     or more rows and never all of them.
+
+    Hand-written rather than ``train_test_split``: it runs on each chunk (a dask partition)
+    with a per-partition seed, and must not raise on a class with a single row in that
+    chunk, which scikit-learn's stratified split refuses.
     """
     mask = np.zeros(n, dtype=bool)
     if fraction <= 0 or n == 0:

@@ -1,4 +1,12 @@
-"""Metrics and threshold tuning in plain numpy (no scikit-learn in the library)."""
+"""Metrics and threshold tuning in plain numpy.
+
+Written here rather than taken from scikit-learn because they run inside the training
+loop on every validation pass, take the package's target encodings as they are (class ids,
+0/1 matrices, NaN rows for blank text) and must give the same numbers on workers that
+only have the inference dependencies. The micro-F1 threshold search has no library
+equivalent: scikit-learn tunes one threshold per binary problem, not thresholds that
+maximize micro-F1 together.
+"""
 
 from __future__ import annotations
 
@@ -179,11 +187,14 @@ def outcome_metrics(problem: str, scores: np.ndarray, target: np.ndarray, thresh
     0.5): ``micro_f1``, ``macro_f1``, ``per_label_f1`` (dict by label), ``ece``; regression:
     ``mse``, ``mae``. Rows whose scores hold NaN (null or blank text) are left out.
     """
+    from ..problems import get_problem
+
+    kind = get_problem(problem)
     keep = ~np.isnan(scores).any(axis=1)
     scores, target = scores[keep], target[keep]
-    if problem == "regression":
+    if not kind.is_classifier:
         return regression_metrics(target, scores)
-    if problem == "single_label":
+    if not kind.multi_label:
         predicted = scores.argmax(axis=1)
         return {"accuracy": accuracy(target, predicted), "macro_f1": macro_f1(target, predicted, scores.shape[1]),
                 "ece": expected_calibration_error(scores, target)}

@@ -191,7 +191,7 @@ class TorchTextEstimator(TextEstimatorBase):
     def _restore_fitted(self, info: ModelInfo, stored: dict[str, Any]) -> None:
         """The fitted attributes of a loaded checkpoint (labels, thresholds, history, fields)."""
         config = info.config
-        labels = info.labels if info.problem_type != "regression" else None
+        labels = info.labels if get_problem(info.problem_type).is_classifier else None
         self._y_kind = "column"
         self._set_fitted_labels(list(labels) if labels is not None else None, stored.get("text_field", "text"),
                                 tuple(stored.get("label_fields", ["label"])))
