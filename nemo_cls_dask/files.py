@@ -214,7 +214,7 @@ def classify_files(
         listed = "\n  ".join(problems[job.target] for job in to_check[:5])
         more = f"\n  ... and {len(to_check) - 5} more" if len(to_check) > 5 else ""
         raise InputError(f"No input file can be classified (nothing was started or written):\n  {listed}{more}")
-    record = run_record(classifiers, output_format)
+    record = run_record(classifiers, "/".join(sorted({job.output_format for job in jobs})))
     result = ClassifyFilesResult(files=[], output=output, truth_field=truth_field)
     with _lock(output) as lock:
         note = lock.previous_note()

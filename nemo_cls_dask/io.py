@@ -130,10 +130,11 @@ def file_columns(path: str | Path, encoding_errors: str = "strict") -> list[str]
             schema = pq.read_schema(path)
             return [name for name in schema.names if not name.startswith("__index_level_")]
         opener = gzip.open if path.name.lower().endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8", errors=encoding_errors, newline="") as handle:
-            first = next((line for line in handle if line.strip()), None)
-        if first is None:
+        with opener(path, "rb") as handle:  # bytes: only the first line is decoded
+            raw = next((line for line in handle if line.strip()), None)
+        if raw is None:
             raise InputError(f"{path} is empty (no rows).")
+        first = raw.decode("utf-8", errors=encoding_errors)
         if kind == "jsonl":
             row = json.loads(first)
             if not isinstance(row, dict):
@@ -145,7 +146,10 @@ def file_columns(path: str | Path, encoding_errors: str = "strict") -> list[str]
     except InputError:
         raise
     except UnicodeDecodeError as error:
-        raise InputError(f"{path}: invalid UTF-8 ({error}); pass encoding_errors='replace' (--encoding-errors replace) to read it as U+FFFD") from error
+        raise InputError(
+            f"invalid UTF-8 in the first line of {path} ({error}); fix the file or pass --encoding-errors replace "
+            "(encoding_errors='replace') to read such bytes as U+FFFD"
+        ) from error
     except (OSError, ValueError, EOFError) as error:  # pyarrow.ArrowInvalid is a ValueError
         raise InputError(f"{path} cannot be read as {kind}: {type(error).__name__}: {error}") from error
 

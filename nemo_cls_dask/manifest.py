@@ -65,7 +65,7 @@ def _plain(value: Any) -> Any:
 
 
 def run_record(classifiers: Sequence[Any], output_format: str | None) -> dict[str, Any]:
-    """The manifest of a run: package version, output format and each classifier's record."""
+    """The manifest of a run: package version, output format(s) written and each classifier's record."""
     from . import __version__
 
     records = []
