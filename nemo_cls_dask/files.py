@@ -83,6 +83,8 @@ class ClassifyFilesResult:
     timeline: list[TimelinePoint] = field(default_factory=list)
     removed_temporaries: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: Partitions the classifiers saw: ``"pandas"`` or ``"cudf"``.
+    backend: str = "pandas"
 
     def _with(self, status: str) -> list[FileOutcome]:
         return [outcome for outcome in self.files if outcome.status == status]
@@ -143,6 +145,7 @@ def classify_files(
     overwrite: bool = False,
     truth_field: str | None = None,
     encoding_errors: str = "strict",
+    backend: str = "auto",
     client: Any = None,
     cluster: dict[str, Any] | None = None,
     progress: bool | None = None,
@@ -170,6 +173,11 @@ def classify_files(
     encoding_errors
         Invalid UTF-8 in jsonl/csv input: ``"strict"`` fails that file naming the line,
         ``"replace"`` reads such bytes as U+FFFD.
+    backend
+        Partitions the classifiers see: ``"pandas"``, ``"cudf"`` (needs RAPIDS and a GPU
+        cluster; refused before a cluster starts where cuDF is missing) or ``"auto"``
+        (default: cuDF when every worker has a GPU and cuDF is installed, else pandas).
+        Files are read on the host either way; ``result.backend`` says which ran.
     client
         A ``distributed.Client`` to use (kept open). Default: start a cluster with
         :func:`~nemo_cls_dask.get_client` and ``cluster`` as its options, and close it at the end.
@@ -185,6 +193,7 @@ def classify_files(
     Files that fail later are reported in the result (``result.failed``), not raised.
     """
     from .cluster import check_cluster_options
+    from .frames import check_backend
 
     started = time.perf_counter()
     say = echo or (lambda line: None)
@@ -194,6 +203,7 @@ def classify_files(
     cluster = dict(cluster or {})
     if client is None:
         check_cluster_options(**cluster)
+    check_backend(backend)
     jobs = plan_files(source, output, output_format)
     check_targets([job.target for job in jobs], source, output)
     for classifier in classifiers:
@@ -229,7 +239,7 @@ def classify_files(
 
                 client = get_client(**cluster)
             try:
-                _run(client, pending, classifiers, result, encoding_errors, progress, say)
+                _run(client, pending, classifiers, result, encoding_errors, progress, say, backend)
             finally:
                 if own_client:
                     from .cluster import close_client
@@ -305,13 +315,16 @@ def _run(
     encoding_errors: str,
     progress: bool | None,
     say: Callable[[str], None],
+    backend: str = "auto",
 ) -> None:
     """Send every pending file's work to the cluster at once; record each file as it is written."""
     import dask
     from distributed import as_completed
 
     from .classifiers import classify
+    from .cluster import workers_have_gpus
     from .engine import engine_stats, reset_engine_stats
+    from .frames import cudf_available, resolve_backend
     from .io import read_frame, write_file_result
     from .progress import RowProgress
 
@@ -321,10 +334,13 @@ def _run(
     result.known_labels = classifiers[0].describe().labels
     result.workers = max(1, len(client.scheduler_info().get("workers", {})))
     per_file = max(1, math.ceil(2 * result.workers / len(pending)))
+    gpu_check = backend == "cudf" or (backend == "auto" and cudf_available())
+    result.backend = resolve_backend(backend, gpu_cluster=gpu_check and workers_have_gpus(client))
     formats = "/".join(sorted({job.output_format for job in pending}))
     say(
         f"classifying {len(pending)} file(s) -> {result.output} ({formats}) with "
-        f"{', '.join(str(c.model_identifier) for c in classifiers)} on {result.workers} worker(s); "
+        f"{', '.join(str(c.model_identifier) for c in classifiers)} on {result.workers} worker(s), "
+        f"{result.backend} partitions; "
         f"{len(result.skipped)} already complete"
     )
     client.run(reset_engine_stats)
@@ -335,7 +351,7 @@ def _run(
     futures = []
     for job in pending:
         try:
-            frame = read_frame(job.source, min_partitions=per_file, encoding_errors=encoding_errors)
+            frame = read_frame(job.source, min_partitions=per_file, encoding_errors=encoding_errors, backend=result.backend)
             if truth_field is not None and truth_field not in frame.columns:
                 raise InputError(f"--truth-field {truth_field!r} is not a column of {job.source}; columns: {list(frame.columns)}")
             classified = classify(frame, classifiers)

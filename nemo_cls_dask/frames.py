@@ -283,23 +283,30 @@ def on_backend(frame: Any, backend: str) -> Any:
     return to_pandas_frame(frame)
 
 
+def check_backend(requested: str, *, cudf_installed: bool | None = None) -> None:
+    """Refuse an unknown backend, or ``cudf`` where cuDF is not installed (before a cluster starts)."""
+    if requested not in BACKENDS:
+        raise InputError(f"backend must be one of {BACKENDS}, got {requested!r}.")
+    installed = cudf_available() if cudf_installed is None else cudf_installed
+    if requested == "cudf" and not installed:
+        raise InputError(
+            "backend 'cudf' needs RAPIDS cuDF and dask-cudf: pip install 'nemo_cls_dask[gpu-cu13]' "
+            "(or [gpu-cu12]); or choose --backend pandas."
+        )
+
+
 def resolve_backend(requested: str, *, gpu_cluster: bool, cudf_installed: bool | None = None) -> str:
     """The partition backend for ``requested`` (``auto``, ``pandas`` or ``cudf``).
 
     ``auto`` is cuDF only on a GPU cluster with cuDF (and dask-cudf) installed, else pandas.
-    ``cudf`` without them raises a clear error before any data is read.
+    ``cudf`` without them raises a clear error (:func:`check_backend` says so before a
+    cluster starts).
     """
-    if requested not in BACKENDS:
-        raise InputError(f"backend must be one of {BACKENDS}, got {requested!r}.")
+    installed = cudf_available() if cudf_installed is None else cudf_installed
+    check_backend(requested, cudf_installed=installed)
     if requested == "pandas":
         return "pandas"
-    installed = cudf_available() if cudf_installed is None else cudf_installed
     if requested == "cudf":
-        if not installed:
-            raise InputError(
-                "backend 'cudf' needs RAPIDS cuDF and dask-cudf: pip install 'nemo_cls_dask[gpu-cu13]' "
-                "(or [gpu-cu12]); or choose --backend pandas."
-            )
         if not gpu_cluster:
             raise InputError("backend 'cudf' needs a GPU cluster (workers with CUDA GPUs); or choose --backend pandas.")
         return "cudf"

@@ -45,6 +45,7 @@ import pandas as pd
 import pyarrow as pa
 
 from .errors import InputError
+from .frames import concat_frames, on_backend, to_pandas_frame
 from .output_folder import OutputError, temporary_name  # noqa: F401  (OutputError: io was its first home)
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -163,15 +164,28 @@ def read_frame(
     blocksize: str | int | None = "64MiB",
     min_partitions: int = 1,
     encoding_errors: str = "strict",
+    backend: str = "pandas",
 ) -> dd.DataFrame:
     """Read parquet, jsonl, csv or tsv file(s) at ``path`` as a dask DataFrame.
 
     Small inputs are split into at least ``min_partitions`` partitions so every worker
     has work. ``encoding_errors`` (text formats only): ``"strict"`` fails on invalid UTF-8,
-    ``"replace"`` reads it as U+FFFD.
+    ``"replace"`` reads it as U+FFFD. ``backend``: ``"pandas"`` or ``"cudf"`` partitions.
+    Files are always read by the pandas readers (whatever ``dataframe.backend`` dask is set
+    to: dask-cudf's jsonl reader would drop ``encoding_errors``) and then moved to cuDF.
     """
     if encoding_errors not in ENCODING_ERRORS:
         raise InputError(f"encoding_errors must be one of {ENCODING_ERRORS}, got {encoding_errors!r}.")
+    if backend not in ("pandas", "cudf"):
+        raise InputError(f"backend must be 'pandas' or 'cudf' here, got {backend!r}.")
+    with dask.config.set({"dataframe.backend": "pandas"}):
+        frame = _read_on_host(path, blocksize, encoding_errors)
+    if frame.npartitions < min_partitions:
+        frame = frame.repartition(npartitions=min_partitions)
+    return on_backend(frame, backend)
+
+
+def _read_on_host(path: str | Path, blocksize: str | int | None, encoding_errors: str) -> dd.DataFrame:
     files, kind = input_files(path)
     if kind == "parquet":
         frame = dd.read_parquet([str(p) for p in files])
@@ -197,8 +211,6 @@ def read_frame(
                 compression=compression,
                 errors=encoding_errors,
             )
-    if frame.npartitions < min_partitions:
-        frame = frame.repartition(npartitions=min_partitions)
     return frame
 
 
@@ -334,7 +346,7 @@ def write_file_result(
 
     Returns ``{"target", "rows", "labels": {label: count}, "correct", "truth": {label: count}}``.
     """
-    frame = pd.concat(list(parts)) if len(parts) != 1 else parts[0]
+    frame = to_pandas_frame(concat_frames(parts))  # pandas or cuDF partitions; written from the host
     write_atomic(frame, target, fmt)
     labels = frame[label_column]
     summary: dict[str, Any] = {"target": target, "rows": len(frame), "labels": _counts(labels)}

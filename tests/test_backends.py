@@ -290,14 +290,78 @@ def test_get_client_shares_an_rmm_allocator_with_torch_and_cupy(monkeypatch):
     from nemo_cls_dask import cluster
 
     made = []
+
+    class FakeCUDACluster:
+        def __init__(self, **options):
+            made.append(options)
+
     fake = types.ModuleType("dask_cuda")
-    fake.LocalCUDACluster = lambda **options: made.append(options) or "cluster"
+    fake.LocalCUDACluster = FakeCUDACluster
     monkeypatch.setitem(sys.modules, "dask_cuda", fake)
     monkeypatch.setattr(cluster, "visible_gpu_count", lambda: 2)
     monkeypatch.setattr(distributed, "Client", lambda cluster_object: ("client", cluster_object))
-    assert cluster.get_client(device="gpu", rmm_async=True) == ("client", "cluster")
+    client = cluster.get_client(device="gpu", rmm_async=True)
+    assert client[0] == "client" and isinstance(client[1], FakeCUDACluster)
     assert made[-1]["rmm_allocator_external_lib_list"] == ["torch", "cupy"] and made[-1]["rmm_async"] is True
     cluster.get_client(device="gpu")
     assert "rmm_allocator_external_lib_list" not in made[-1]  # no RMM asked for: libraries keep their own
     cluster.get_client(device="gpu", rmm_pool_size="1GB", rmm_allocator_external_lib_list=None)
     assert made[-1]["rmm_allocator_external_lib_list"] is None  # the caller's choice stands
+
+
+# ------------------------------------------------------------------ the CLI's backend choice
+
+
+def _jsonl_input(tmp_path):
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "docs.jsonl").write_bytes(b'{"text": "fine text"}\n{"text": "broken \xff here"}\n{"text": null}\n')
+    return source
+
+
+def test_cli_backend_cudf_without_rapids_fails_before_a_cluster_starts(tmp_path, head_checkpoint, monkeypatch, capsys):
+    from nemo_cls_dask import cluster
+    from nemo_cls_dask.cli import main
+
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("a cluster was started")
+
+    monkeypatch.setattr(cluster, "get_client", no_cluster)
+    output = tmp_path / "out"
+    code = main(["classify", str(_jsonl_input(tmp_path)), str(output), "--model", str(head_checkpoint),
+                 "--backend", "cudf"])
+    assert code == 2
+    assert "backend 'cudf' needs RAPIDS cuDF and dask-cudf" in capsys.readouterr().err
+    assert not (output / "docs.jsonl").exists()
+
+
+def test_cli_backend_auto_on_a_cpu_cluster_is_pandas_and_keeps_encoding_errors(tmp_path, head_checkpoint, capsys):
+    from nemo_cls_dask import classify_files
+
+    source = _jsonl_input(tmp_path)
+    classifier = DistributedDataClassifier(model_identifier=head_checkpoint)
+    with dask_config_backend("cudf"):  # a user's global setting must not reach the file readers
+        result = classify_files(source, tmp_path / "out", classifier, encoding_errors="replace", backend="auto",
+                                cluster={"device": "cpu", "n_workers": 1})
+    assert result.backend == "pandas" and len(result.written) == 1
+    out = pd.read_json(tmp_path / "out" / "docs.jsonl", lines=True)
+    assert out["text"].tolist()[:2] == ["fine text", "broken \ufffd here"]
+    assert out["preds"].isna().tolist() == [False, False, True]
+
+
+def test_read_frame_reads_on_the_host_whatever_the_global_backend(tmp_path):
+    from nemo_cls_dask.io import read_frame
+
+    source = _jsonl_input(tmp_path) / "docs.jsonl"
+    with dask_config_backend("cudf"):
+        frame = read_frame(source, encoding_errors="replace")
+        assert not frames.is_cudf(frame._meta)
+        assert frame.compute()["text"].tolist()[:2] == ["fine text", "broken \ufffd here"]
+    with pytest.raises(InputError, match="'pandas' or 'cudf'"):
+        read_frame(source, backend="auto")
+
+
+def dask_config_backend(name: str):
+    import dask
+
+    return dask.config.set({"dataframe.backend": name})

@@ -67,6 +67,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--encoding-errors", default="strict", choices=["strict", "replace"],
         help="invalid UTF-8 in jsonl/csv input: fail naming the file and line (strict), or read it as U+FFFD (replace)",
     )
+    parser.add_argument(
+        "--backend", default="auto", choices=["auto", "pandas", "cudf"],
+        help="partitions the model sees: cudf needs RAPIDS and a GPU cluster; auto (default) uses cuDF when "
+             "every worker has a GPU and cuDF is installed, else pandas. Files are read on the host either way",
+    )
     progress = parser.add_mutually_exclusive_group()
     progress.add_argument("--progress", dest="progress", action="store_true", default=None,
                           help="show per-partition progress (default: only on a terminal)")
@@ -91,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         truth_field=truth_field,
         encoding_errors=args.encoding_errors,
+        backend=args.backend,
         cluster=cluster_options(args),
         progress=args.progress,
         echo=_echo,

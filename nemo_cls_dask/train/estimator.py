@@ -28,10 +28,12 @@ from ..engine import AUTOCAST_CHOICES
 from ..errors import InputError, ModelNotFoundError
 from ..models.heads import BackboneHeadModel
 from ..models.hub import resolve_backbone_dir
+from ..models.layouts import layout_named
 from ..models.loading import describe_model, load_head_module, resolve_device
 from . import data as D
 from .calibration import TemperatureFit, calibrate_temperature, rescale_thresholds
 from .defaults import NearChanceWarning, TrainingPlan, check_training_params, near_chance_message, resolve_training_plan
+from .hf_interop import TransformersClassifierModel, to_transformers
 from .optim import SCHEDULES
 from .base import SINGLE_LABEL
 from .torch_base import TorchTextEstimator, fold_scale, scale_of, unfold_scale
@@ -277,6 +279,9 @@ class TextClassifier(TorchTextEstimator):
         generator_devices = [resolve_device(self.device)] if resolve_device(self.device).type == "cuda" else []
         with torch.random.fork_rng(devices=generator_devices):
             torch.manual_seed(self.seed)
+            if continuing and self.frozen_backbone and isinstance(self.model_, TransformersClassifierModel):
+                raise InputError("frozen_backbone=True cannot continue a transformers sequence classifier "
+                                 "(its head has layers of its own); set frozen_backbone=False.")
             if continuing:
                 model, tokenizer = self.model_, self.tokenizer_
                 model.set_temperature(None)  # training moves the logits: an old temperature no longer fits
@@ -448,16 +453,31 @@ class TextClassifier(TorchTextEstimator):
     def _config(self) -> dict[str, Any]:
         return dict(self.model_.config) | self._labels_config() | {self.config_key: self._stored_state()}
 
-    def save_pretrained(self, save_directory: str | Path, *, head_only: bool | None = None) -> Path:
+    def save_pretrained(self, save_directory: str | Path, *, head_only: bool | None = None, layout: str | None = None) -> Path:
         """Write ``config.json``, ``model.safetensors`` and the tokenizer files to a folder.
 
         The folder loads with ``DistributedDataClassifier(model_identifier=folder)``, the
-        CLI's ``classify --model folder`` and :meth:`from_pretrained`. ``head_only`` (default:
-        ``frozen_backbone``) writes only ``fc.*``; the backbone then comes from ``base_model``.
+        CLI's ``classify --model folder`` and :meth:`from_pretrained`. ``layout``:
+        ``"head"`` (the NVIDIA backbone + ``fc`` layout; default for models trained here) or
+        ``"transformers"`` (default for models loaded from a transformers checkpoint): a
+        folder ``AutoModelForSequenceClassification.from_pretrained`` and ``pipeline`` open,
+        with the same probabilities. A trained head maps to it only where the architecture's
+        own head computes the same thing (``pooling="cls"`` on DeBERTa;
+        :mod:`~nemo_cls_dask.train.hf_interop` says why others are refused).
+        ``head_only`` (default: ``frozen_backbone``; head layout only) writes only ``fc.*``;
+        the backbone then comes from ``base_model``.
         """
         from safetensors.torch import save_file
 
         self._check_fitted()
+        if layout is None:
+            layout = "transformers" if isinstance(self.model_, TransformersClassifierModel) else "head"
+        if layout not in ("head", "transformers"):
+            raise InputError(f"layout must be 'head' or 'transformers', got {layout!r}.")
+        if layout == "transformers":
+            return self._save_transformers(Path(save_directory))
+        if isinstance(self.model_, TransformersClassifierModel):
+            raise InputError("This model was loaded from a transformers checkpoint; it saves only with layout='transformers'.")
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
         head_only = self.frozen_backbone if head_only is None else head_only
@@ -470,6 +490,27 @@ class TextClassifier(TorchTextEstimator):
         self.tokenizer_.save_pretrained(str(out))
         return out
 
+    def _save_transformers(self, out: Path) -> Path:
+        """The transformers layout: ``save_pretrained`` of an equivalent sequence classifier."""
+        if isinstance(self.model_, TransformersClassifierModel):
+            hf_model = self.model_.to_transformers()
+        else:
+            labels = list(self.labels_) if self.labels_ is not None else None
+            hf_model = to_transformers(self.model_.cpu(), labels, self.problem_type.config_name)
+            self.model_.to(resolve_device(self.device))
+        if self.labels_ is None:
+            hf_model.config.id2label = dict(enumerate(self.output_names_))
+            hf_model.config.label2id = {name: i for i, name in enumerate(self.output_names_)}
+        hf_model.config.problem_type = self.problem_type.config_name
+        for key, value in (self._labels_config() | {self.config_key: self._stored_state()}).items():
+            setattr(hf_model.config, key, value)
+        out.mkdir(parents=True, exist_ok=True)
+        hf_model.save_pretrained(str(out), safe_serialization=True)
+        tokenizer = copy.deepcopy(self.tokenizer_)
+        tokenizer.model_max_length = int(self.max_len)  # pipeline(truncation=True) cuts where training did
+        tokenizer.save_pretrained(str(out))
+        return out
+
     @classmethod
     def from_pretrained(cls, path: str | Path, **overrides: Any) -> TextClassifier:
         """Load a folder written by :meth:`save_pretrained` (or any NVIDIA-layout head checkpoint).
@@ -480,8 +521,11 @@ class TextClassifier(TorchTextEstimator):
         from transformers import AutoTokenizer
 
         info = describe_model(str(path))
+        if info.layout == "hf":
+            return cls._from_transformers(info, overrides)
         if info.layout != "head":
-            raise InputError(f"{path} is a {info.layout!r} checkpoint; TextClassifier loads backbone+fc head checkpoints.")
+            raise InputError(f"{path} is a {info.layout!r} checkpoint; TextClassifier loads backbone+fc head "
+                             f"checkpoints and transformers sequence-classification checkpoints.")
         config = info.config
         params, stored = cls._stored_params(info)
         params.update(max_len=info.max_len, pooling=config.get("pooling", "cls"),
@@ -494,6 +538,27 @@ class TextClassifier(TorchTextEstimator):
         if "backbone_config" not in model.config:
             model.config["backbone_config"] = model.model.config.to_dict()
         self.model_ = model.to(resolve_device(self.device))
+        self.tokenizer_ = AutoTokenizer.from_pretrained(info.tokenizer_path)
+        self._restore_fitted(info, stored)
+        self.target_scale_ = None
+        return self
+
+    @classmethod
+    def _from_transformers(cls, info: Any, overrides: dict[str, Any]) -> TextClassifier:
+        """A transformers ``...ForSequenceClassification`` folder as a fitted, trainable estimator."""
+        from transformers import AutoTokenizer
+
+        if overrides.get("frozen_backbone"):
+            raise InputError("frozen_backbone=True needs a backbone + fc head; a transformers sequence classifier "
+                             "has its own head layers between the encoder and the output layer.")
+        params, stored = cls._stored_params(info)
+        params.update(max_len=info.max_len, warm_start=True, backbone=str(info.path), pooling="cls",
+                      frozen_backbone=False)  # a head trained frozen and saved here is now a whole classifier
+        params.update(overrides)
+        self = cls(**params)
+        hf_model = layout_named("hf").load(info, self.cache_dir).model.float().eval()
+        model = TransformersClassifierModel(hf_model, {"problem_type": info.problem_type})
+        self.model_ = model.to(resolve_device(self.device)).eval()
         self.tokenizer_ = AutoTokenizer.from_pretrained(info.tokenizer_path)
         self._restore_fitted(info, stored)
         self.target_scale_ = None
