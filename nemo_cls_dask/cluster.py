@@ -188,6 +188,8 @@ def memory_advice(classifiers: Any, client: Any = None) -> str:
             limits = {w.get("memory_limit") for w in client.scheduler_info().get("workers", {}).values()}
         except Exception:
             limits = set()
+        if not limits:  # every worker may be dead right now: ask the cluster what it starts them with
+            limits = _spec_memory_limits(getattr(client, "cluster", None))
     need = (
         f"The model weights take {format_bytes(weights)}; a worker needs about {format_bytes(2 * weights + 2**30)} "
         f"(weights, a copy while loading, and ~1 GiB for the runtime and a batch)"
@@ -198,6 +200,23 @@ def memory_advice(classifiers: Any, client: Any = None) -> str:
         f"{need}{limit}. Give workers more memory (memory_limit / fewer workers), or lower --max-chars "
         f"or --batch-tokens if one row is huge."
     )
+
+
+def _spec_memory_limits(cluster: Any) -> set[int]:
+    """The ``memory_limit`` (bytes) a local cluster gives the workers it starts; empty if unknown."""
+    from dask.utils import parse_bytes
+
+    limits: set[int] = set()
+    for spec in (getattr(cluster, "worker_spec", None) or {}).values():
+        limit = (spec.get("options") or {}).get("memory_limit") if isinstance(spec, dict) else None
+        try:
+            if isinstance(limit, str):
+                limits.add(parse_bytes(limit))
+            elif isinstance(limit, (int, float)) and limit > 0:
+                limits.add(int(limit))
+        except ValueError:
+            continue
+    return limits
 
 
 def check_main_guard() -> None:

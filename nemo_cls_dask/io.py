@@ -146,8 +146,10 @@ def file_columns(path: str | Path, encoding_errors: str = "strict") -> list[str]
     except InputError:
         raise
     except UnicodeDecodeError as error:
+        found = find_invalid_utf8(path)
+        where = f"at line {found[0]} (byte {found[1]})" if found is not None else f"({error})"
         raise InputError(
-            f"invalid UTF-8 in the first line of {path} ({error}); fix the file or pass --encoding-errors replace "
+            f"invalid UTF-8 {where} of {path}; fix the file or pass --encoding-errors replace "
             "(encoding_errors='replace') to read such bytes as U+FFFD"
         ) from error
     except (OSError, ValueError, EOFError) as error:  # pyarrow.ArrowInvalid is a ValueError
