@@ -10,11 +10,11 @@ Teacher: ``--teacher debian-topics`` (default: the packaged model, a frozen Mini
 head trained on those same 5,000 labelled rows) or ``--teacher finetune`` (MiniLM
 fine-tuned on the 5,000 rows here, cached in ``--out``; slow on a CPU).
 
-Students: each distilled on the teacher's outputs over the pool (``nemo_cls_dask.distill``
+Students: each distilled on the teacher's outputs over the pool (``nemo_cls_dask.distillation``
 on a 2-worker ``LocalCluster``), and the same student trained on the 5,000 labelled rows
 alone. Reported on the test side: accuracy; against the teacher: agreement; speed: each
 model's docs/s as an operator over the same ``--speed-rows`` test rows on the same
-cluster, models loaded first (``nemo_cls_dask.distill.docs_per_second``). A curve of TF-IDF student accuracy against teacher-labelled rows is
+cluster, models loaded first (``nemo_cls_dask.distillation.docs_per_second``). A curve of TF-IDF student accuracy against teacher-labelled rows is
 written as a table and a PNG.
 
 The teacher's pass is resumable: if the command is stopped, run it again with the same
@@ -42,8 +42,8 @@ import pandas as pd  # noqa: E402
 
 import build_default_model as debian  # noqa: E402
 from nemo_cls_dask import DistributedDataClassifier, TextClassifier, distill, get_client  # noqa: E402
-from nemo_cls_dask.distill import docs_per_second  # noqa: E402
-from nemo_cls_dask.distill.students import make_student, saved_operator  # noqa: E402
+from nemo_cls_dask.distillation import docs_per_second  # noqa: E402
+from nemo_cls_dask.distillation.students import make_student, saved_operator  # noqa: E402
 
 STUDENTS = ("tfidf", "kimcnn-word")
 

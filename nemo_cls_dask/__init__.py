@@ -56,8 +56,8 @@ _EXPORTS: dict[str, str] = {
     "compose": ".models.composed",
     "TextClassifier": ".train",
     "TrainingError": ".train",
-    "DistillResult": ".distill",
-    "distill": ".distill",
+    "DistillResult": ".distillation",
+    "distill": ".distillation",
     "write_report": ".report",
 }
 

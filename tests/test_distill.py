@@ -29,9 +29,9 @@ from nemo_cls_dask import (
     describe_model,
     distill,
 )
-from nemo_cls_dask.distill import store
-from nemo_cls_dask.distill.split import heldout_mask, unit_hash
-from nemo_cls_dask.distill.students import expand_soft, fit_student, make_student
+from nemo_cls_dask.distillation import store
+from nemo_cls_dask.distillation.split import heldout_mask, unit_hash
+from nemo_cls_dask.distillation.students import expand_soft, fit_student, make_student
 from nemo_cls_dask.errors import InputError
 from nemo_cls_dask.testing import make_backbone_checkpoint
 
@@ -90,7 +90,7 @@ def test_heldout_split_is_a_seeded_hash_of_the_text():
     assert not np.array_equal(mask, heldout_mask(texts, 0.2, seed=4))
     assert heldout_mask(["same", "same", "same"], 0.5, seed=0).tolist() in ([True] * 3, [False] * 3)
     # Stable across processes (Python's own str hash is salted per process; this is not).
-    code = "from nemo_cls_dask.distill.split import unit_hash; print(repr(unit_hash('café', 7)))"
+    code = "from nemo_cls_dask.distillation.split import unit_hash; print(repr(unit_hash('café', 7)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=os.environ | {"PYTHONHASHSEED": "123"})
     assert float(out.stdout) == unit_hash("café", 7)

@@ -1,7 +1,7 @@
-"""``nemo-cls-dask distill``: distil a teacher into a student (its options and run live in :mod:`nemo_cls_dask.distill.command`)."""
+"""``nemo-cls-dask distill``: distil a teacher into a student (its options and run live in :mod:`nemo_cls_dask.distillation.command`)."""
 
 from __future__ import annotations
 
-from ..distill.command import add_parser, run
+from ..distillation.command import add_parser, run
 
 __all__ = ["add_parser", "run"]

@@ -38,8 +38,7 @@ from ..train.estimator import TextClassifier
 from .split import unit_hashes
 
 #: Ready-made students, by name (the CLI's ``--student``).
-PRESETS = ("tfidf", "kimcnn-word", "kimcnn-char", "minilm-head", "minilm")
-TARGETS = ("auto", "soft", "hard")
+from .names import PRESETS, TARGETS  # noqa: E402,F401  (public here too)
 SKLEARN_FILE = "student.joblib"
 STUDENT_LABEL = "__student_label__"
 STUDENT_SCORES = "__student_scores__"

@@ -12,7 +12,7 @@ import argparse
 from typing import Any
 
 from ..errors import NemoClsDaskError
-from .students import PRESETS, TARGETS
+from .names import PRESETS, TARGETS
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
