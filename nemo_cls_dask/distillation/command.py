@@ -68,7 +68,7 @@ def build_teacher(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     """Distil, print the report and return the exit code (errors of this package propagate:
     the CLI prints them and exits with 2)."""
-    from ..cluster import get_client
+    from ..cluster import close_client, get_client
     from ..io import read_frame
     from .core import check_model_out, distill
 
@@ -90,10 +90,7 @@ def run(args: argparse.Namespace) -> int:
         )
     finally:
         if client is not None:
-            cluster = client.cluster
-            client.close()
-            if cluster is not None:
-                cluster.close()
+            close_client(client)
     print(result.summary())
     print(f"report: {result.path}/distill_report.json")
     return 0
