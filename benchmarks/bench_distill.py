@@ -80,13 +80,14 @@ def read_debian(args) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
 
 
 def build_teacher(args, labelled: pd.DataFrame) -> str:
+    """The teacher's folder: the packaged model, or MiniLM fine-tuned here with ``TextClassifier`` defaults
+    (only ``problem`` and ``seed`` given; the defaults resolve epochs and learning rates from the data size)."""
     if args.teacher == "debian-topics":
         return "debian-topics"
-    folder = Path(args.out) / "teacher-finetuned"
+    folder = Path(args.teacher_dir) if args.teacher_dir else Path(args.out) / "teacher-finetuned"
     if not (folder / "config.json").is_file():
         started = time.perf_counter()
-        clf = TextClassifier(problem="single_label", max_len=128, epochs=args.epochs, learning_rate=1e-4,
-                             head_learning_rate=1e-3, max_batch_rows=32, seed=0, verbose=False)
+        clf = TextClassifier(problem="single_label", seed=0)
         clf.fit(labelled, text_field="text", label_field="section")
         clf.save_pretrained(folder)
         print(f"fine-tuned the teacher on {len(labelled)} rows in {time.perf_counter() - started:.0f}s", flush=True)
@@ -111,7 +112,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="bench-distill", help="work folder (teacher outputs, students, report)")
     parser.add_argument("--teacher", default="debian-topics", choices=["debian-topics", "finetune"])
-    parser.add_argument("--epochs", type=int, default=1, help="--teacher finetune: epochs")
+    parser.add_argument("--teacher-dir", default=None,
+                        help="--teacher finetune: where the fine-tuned teacher is saved (default OUT/teacher-finetuned)")
     parser.add_argument("--pool-rows", type=int, default=3000)
     parser.add_argument("--partition-rows", type=int, default=200)
     parser.add_argument("--test-rows", type=int, default=1000)

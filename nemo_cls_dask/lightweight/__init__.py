@@ -10,5 +10,6 @@ from .kimcnn_estimator import KimCNNClassifier
 from .kimcnn import KimCNN
 from .sklearn_adapter import SklearnOperator, SklearnTextClassifier
 from .vocab import VOCAB_FILE, TextVocab
+from . import tfidf_checkpoint  # noqa: F401,E402  (registers the "tfidf-linear" checkpoint layout)
 
 __all__ = ["KimCNN", "KimCNNClassifier", "SklearnOperator", "SklearnTextClassifier", "TextVocab", "VOCAB_FILE"]

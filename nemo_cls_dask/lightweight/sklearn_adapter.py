@@ -184,11 +184,27 @@ class SklearnTextClassifier(TextEstimatorBase):
         self.fitted()
         return SklearnOperator(self, text_field=text_field, label_field=label_field, score_field=score_field, max_chars=max_chars)
 
-    # ------------------------------------------------------------------ saving (pickle, explicitly)
+    # ------------------------------------------------------------------ saving
+
+    def save_pretrained(self, save_directory: str | Path, *, max_len: int | None = None) -> Path:
+        """Write a pickle-free ``tfidf-linear`` checkpoint folder (JSON + safetensors) that
+        ``DistributedDataClassifier(model_identifier=folder)`` and ``nemo-cls-dask classify --model``
+        load with no other options.
+
+        Only ``Pipeline([TfidfVectorizer, linear model])`` fits the layout (see
+        :mod:`nemo_cls_dask.lightweight.tfidf_export` for the models); anything else raises
+        :class:`~nemo_cls_dask.lightweight.tfidf_export.LayoutUnsupported`, and :meth:`save`
+        (a pickle, trusted use only) remains for it. ``max_len``: term ids kept per text.
+        """
+        from .tfidf_export import DEFAULT_MAX_LEN, save_tfidf_linear
+
+        return save_tfidf_linear(self, save_directory, max_len=max_len or DEFAULT_MAX_LEN)
 
     def save(self, path: str | Path) -> Path:
-        """Write this object with joblib. It is a **pickle**: loading it runs code, so share it
-        only with people who trust you, and load only files you made (see :meth:`load`)."""
+        """Write this object with joblib, for **trusted use only**: the file is a pickle, and
+        loading it runs code, so share it only with people who trust you and load only files
+        you made (see :meth:`load`). Prefer :meth:`save_pretrained` where the model fits its
+        pickle-free layout."""
         import joblib
 
         warnings.warn(
