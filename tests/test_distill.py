@@ -148,13 +148,19 @@ def test_distill_single_label_soft_tfidf(single_teacher, pool, tmp_path):
     assert result.student_docs_per_s > 0 and result.teacher_docs_per_s > 0
     report = json.loads((tmp_path / "student" / "distill_report.json").read_text())
     assert report["student_metrics"] == pytest.approx(result.student_metrics)
-    # The saved student, loaded as any user would, gives the held-out agreement reported.
-    loaded = SklearnTextClassifier.load(tmp_path / "student" / "student.joblib", allow_pickle=True)
+    # The saved student (the pickle-free tfidf-linear layout, no joblib file), loaded by the
+    # operator as any user would, gives the held-out agreement reported.
+    assert describe_model(str(tmp_path / "student")).layout == "tfidf-linear"
+    assert not (tmp_path / "student" / "student.joblib").exists()
     rows = pd.concat([pd.read_parquet(p) for p in sorted((tmp_path / "work" / "outputs").glob("*.parquet"))])
     rows = rows[rows["text"].map(lambda t: isinstance(t, str) and bool(t.strip()))]
-    held = rows[heldout_mask(rows["text"].tolist(), 0.25, seed=0)]
-    agree = np.mean(loaded.predict(held["text"].tolist()) == held["teacher_label"].to_numpy())
+    held = rows[heldout_mask(rows["text"].tolist(), 0.25, seed=0)].reset_index(drop=True)
+    operator = DistributedDataClassifier(model_identifier=str(tmp_path / "student"), label_field="student")
+    with sync():
+        labelled = operator(dd.from_pandas(held[["text"]], npartitions=2)).compute()
+    agree = np.mean(labelled["student"].to_numpy(object) == held["teacher_label"].to_numpy(object))
     assert agree == pytest.approx(result.student_metrics["agreement"])
+    assert (labelled["student"].to_numpy(object) == result.student.predict(held["text"].tolist())).all()
 
 
 def test_distill_on_a_local_cluster_saves_a_student_the_operator_loads(single_teacher, pool, tmp_path):
@@ -214,8 +220,9 @@ def test_multi_label_teacher_gives_multi_label_student(pool, tmp_path):
     with sync():
         result = distill(teacher, "tfidf", dd.from_pandas(pool, npartitions=3), truth_field="tags",
                          work_dir=tmp_path / "work", model_out=tmp_path / "student", heldout_fraction=0.25)
-    assert result.problem == "multi_label" and result.targets == "hard"
+    assert result.problem == "multi_label" and result.targets == "soft"  # per-label probabilities (one-vs-rest)
     assert result.student.problem == "multi_label"
+    assert describe_model(str(tmp_path / "student")).layout == "tfidf-linear"
     assert result.student_metrics["agreement_micro_f1"] > 0.9
     assert 0 <= result.student_metrics["micro_f1"] <= 1 and "micro_f1" in result.teacher_metrics
 
@@ -375,8 +382,16 @@ def test_cli_distills_a_folder(single_teacher, pool, tmp_path):
     assert report["targets"] == "soft" and report["student_metrics"]["agreement"] > 0.85
     assert sorted(p.name for p in (tmp_path / "student.teacher-outputs" / "outputs").iterdir()) == [
         "part-00000.parquet", "part-00001.parquet"]
-    loaded = SklearnTextClassifier.load(tmp_path / "student" / "student.joblib", allow_pickle=True)
-    assert set(loaded.predict(["apple banana melon", "rocket orbit"])) <= {"fruit", "space"}
+    assert describe_model(str(tmp_path / "student")).layout == "tfidf-linear"
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    classified = subprocess.run(
+        [sys.executable, "-m", "nemo_cls_dask", "classify", str(data), str(tmp_path / "classified"), "--model",
+         str(tmp_path / "student"), "--label-field", "student", "--n-workers", "1"],
+        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert classified.returncode == 0, classified.stderr
+    out = pd.concat([pd.read_parquet(tmp_path / "classified" / name) for name in ("a.parquet", "b.parquet")])
+    assert len(out) == len(pool) and set(out["student"].dropna()) <= {"fruit", "space"}
+    assert out["student"].isna().sum() == 2  # the null and the blank text
 
 
 def test_cli_bad_column_exits_2_before_a_cluster_starts(single_teacher, pool, tmp_path):

@@ -10,15 +10,28 @@ new loss in the estimators. Who can:
 =============================  ==========================  ===========================
 student                        single-label                multi-label / regression
 =============================  ==========================  ===========================
-``SklearnTextClassifier``      soft, if its last step's    multi-label: hard (the
-                               ``fit`` takes               teacher's label sets);
-                               ``sample_weight``           regression: not supported
+``SklearnTextClassifier``      soft, if its last step's    multi-label: soft per label
+                               ``fit`` takes               for a ``OneVsRestClassifier``
+                               ``sample_weight``           whose estimator takes
+                                                           ``sample_weight``, else hard;
+                                                           regression: not supported
 ``TextClassifier``             soft (``sample_weight``)    hard / the teacher's values
 ``KimCNNClassifier``           hard (no sample weights)    hard / the teacher's values
 =============================  ==========================  ===========================
 
+Multi-label soft targets, for a one-vs-rest student: each label's binary model is fitted
+on every text twice, once as "on" weighted by the teacher's probability ``p_k`` and once
+as "off" weighted ``1 - p_k``, which is exactly the binary cross-entropy against ``p_k``.
+(The transformer's multi-label loss takes 0/1 label sets only, so it learns hard labels.)
+
 A scikit-learn pipeline's transformers (the TF-IDF vectorizer) are fitted on each text
 once; only its last step sees the expanded rows, so document frequencies are not skewed.
+
+Saving: KimCNN and transformer students with ``save_pretrained``; a TF-IDF + linear student
+in the pickle-free ``tfidf-linear`` layout (:mod:`nemo_cls_dask.lightweight.tfidf_export`),
+so every preset loads in :class:`~nemo_cls_dask.DistributedDataClassifier` and the CLI. Only
+a user's own scikit-learn pipeline that the layout cannot hold is written as a joblib pickle
+(:data:`SKLEARN_FILE`, trusted use only; the result's notes say so).
 """
 
 from __future__ import annotations
@@ -94,15 +107,21 @@ def prepare_student(student: Any, problem: str, *, seed: int = 0) -> Any:
 
 
 def takes_soft_targets(student: Any) -> bool:
-    """Whether ``student`` can learn probabilities (weighted expanded rows; single-label only)."""
-    if student.problem != "single_label":
-        return False
-    if isinstance(student, TextClassifier):
-        return True
-    if isinstance(student, SklearnTextClassifier):
-        from sklearn.utils.validation import has_fit_parameter
+    """Whether ``student`` can learn probabilities (weighted expanded rows; see the module doc)."""
+    from sklearn.utils.validation import has_fit_parameter
 
-        return has_fit_parameter(_final_step(student.estimator), "sample_weight")
+    if student.problem == "single_label":
+        if isinstance(student, TextClassifier):
+            return True
+        if isinstance(student, SklearnTextClassifier):
+            return has_fit_parameter(_final_step(student.estimator), "sample_weight")
+    if student.problem == "multi_label" and isinstance(student, SklearnTextClassifier):
+        from sklearn.multiclass import OneVsRestClassifier
+
+        steps = getattr(student.estimator, "steps", None) or []
+        final = _final_step(student.estimator)
+        return (len(steps) > 1 and isinstance(final, OneVsRestClassifier)
+                and has_fit_parameter(final.estimator, "sample_weight"))
     return False
 
 
@@ -116,7 +135,8 @@ def choose_targets(student: Any, targets: str) -> str:
     if targets == "soft" and not soft:
         raise InputError(
             f"{type(student).__name__} ({student.problem}) cannot take soft targets: only single-label "
-            f"TextClassifier students and scikit-learn students whose last step's fit takes sample_weight can. "
+            f"TextClassifier students, scikit-learn students whose last step's fit takes sample_weight and "
+            f"multi-label scikit-learn students ending in a OneVsRestClassifier of such an estimator can. "
             f"Pass targets='hard' or 'auto'."
         )
     return "soft" if soft and targets != "hard" else "hard"
@@ -148,6 +168,8 @@ def fit_student(student: Any, texts: list[str], scores: np.ndarray, labels: Any,
     if kind == "hard":
         frame = pd.DataFrame({"text": texts, "label": list(labels)})
         return student.fit(frame, text_field="text", label_field="label")
+    if teacher_problem == "multi_label":
+        return _fit_sklearn_soft_multi_label(student, texts, scores, labels, output_names)
     rows, row_labels, weights = expand_soft(texts, scores, output_names, soft_min_prob)
     expanded_texts = [texts[i] for i in rows]
     if isinstance(student, TextClassifier):
@@ -184,16 +206,56 @@ def _fit_sklearn_soft(student: SklearnTextClassifier, texts: list[str], rows: np
     return SklearnTextClassifier(**params)
 
 
+def _fit_sklearn_soft_multi_label(student: SklearnTextClassifier, texts: list[str], scores: np.ndarray, labels: Any,
+                                  output_names: tuple[str, ...]) -> SklearnTextClassifier:
+    """A one-vs-rest pipeline whose binary models learned the teacher's per-label probabilities.
+
+    The pipeline is fitted once on the teacher's label sets (that sets up the vectorizer and
+    the ``OneVsRestClassifier``'s bookkeeping); then each label's estimator is replaced by a
+    clone fitted on the expanded rows (every text "on" with weight ``p_k`` and "off" with
+    ``1 - p_k``, the binary cross-entropy against ``p_k``).
+    """
+    from sklearn.base import clone
+
+    names = list(output_names)
+    chosen = [set(row) if isinstance(row, (list, tuple, np.ndarray)) else set() for row in labels]
+    hard = np.array([[name in row for name in names] for row in chosen], dtype=np.int64)
+    estimator = clone(student.estimator)
+    features = estimator[:-1].fit_transform(texts)
+    one_vs_rest = _final_step(estimator)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a label always off in the hard labels: refitted below
+        one_vs_rest.fit(features, hard)
+    from scipy import sparse
+
+    doubled = sparse.vstack([features, features]).tocsr()
+    side = np.r_[np.ones(len(texts), dtype=np.int64), np.zeros(len(texts), dtype=np.int64)]
+    for k in range(len(names)):
+        p = np.clip(scores[:, k].astype(np.float64), 0.0, 1.0)
+        binary = clone(one_vs_rest.estimator)
+        binary.fit(doubled, side, sample_weight=np.r_[p, 1.0 - p])
+        one_vs_rest.estimators_[k] = binary
+    params = student.get_params(deep=False) | {"estimator": estimator, "prefit": True, "labels": names}
+    return SklearnTextClassifier(**params)
+
+
 def save_student(student: Any, folder: Path) -> Path:
     """Write the fitted student to ``folder`` (created; must not hold anything yet).
 
-    Transformer and KimCNN students: ``save_pretrained`` (loads in
-    :class:`~nemo_cls_dask.DistributedDataClassifier` and the CLI). scikit-learn students:
-    :data:`SKLEARN_FILE`, a joblib pickle, for ``SklearnTextClassifier.load(...,
-    allow_pickle=True)``.
+    Transformer and KimCNN students: ``save_pretrained``. scikit-learn students: the
+    pickle-free ``tfidf-linear`` layout (``SklearnTextClassifier.save_pretrained``) where the
+    pipeline fits it; all of these load in :class:`~nemo_cls_dask.DistributedDataClassifier`
+    and the CLI. Any other scikit-learn pipeline: :data:`SKLEARN_FILE`, a joblib pickle
+    (trusted use only), for ``SklearnTextClassifier.load(..., allow_pickle=True)``.
     """
+    from ..lightweight.tfidf_export import LayoutUnsupported
+
     folder.mkdir(parents=True, exist_ok=True)
     if isinstance(student, SklearnTextClassifier):
+        try:
+            return student.save_pretrained(folder)
+        except LayoutUnsupported:
+            pass
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # said once, in the result's notes
             student.save(folder / SKLEARN_FILE)
