@@ -115,6 +115,8 @@ def main() -> None:
     parser.add_argument("--teacher-dir", default=None,
                         help="--teacher finetune: where the fine-tuned teacher is saved (default OUT/teacher-finetuned)")
     parser.add_argument("--pool-rows", type=int, default=3000)
+    parser.add_argument("--pool-use", type=int, default=None,
+                        help="use only the first N rows of the --pool-rows pool (a smaller teacher pass, same cached data)")
     parser.add_argument("--partition-rows", type=int, default=200)
     parser.add_argument("--test-rows", type=int, default=1000)
     parser.add_argument("--speed-rows", type=int, default=200, help="test rows every model is timed on")
@@ -132,6 +134,9 @@ def main() -> None:
         return f"({time.perf_counter() - started:.0f}s)"
 
     labelled, pool, test = load_data(args)
+    if args.pool_use:
+        pool = pool.iloc[: args.pool_use].reset_index(drop=True)
+        print(f"using the first {len(pool)} pool rows", flush=True)
     teacher = build_teacher(args, labelled)
     client = get_client(n_workers=args.workers, device="cpu", threads_per_worker=1)
     rows: list[dict] = []

@@ -44,6 +44,7 @@ from .students import (
     saved_operator,
 )
 from .teacher import LABEL_COLUMN, SCORES_COLUMN, Teacher, as_teacher, scores_matrix, settle
+from .true_labels import true_label_targets
 
 REPORT_FILE = "distill_report.json"
 
@@ -63,6 +64,8 @@ def distill(
     soft_min_prob: float = 0.01,
     max_train_rows: int | None = None,
     speed_rows: int | None = 500,
+    labelled: pd.DataFrame | None = None,
+    labelled_field: str = "label",
 ) -> DistillResult:
     """Distil ``teacher`` into ``student`` on the texts of ``ddf``; save and measure the student.
 
@@ -103,6 +106,10 @@ def distill(
     speed_rows
         Held-out rows both models are timed on (None: all of them; 0: no timing). Timing
         runs the teacher once more over these rows.
+    labelled, labelled_field
+        Optional true-labelled rows (a pandas frame with ``text_field`` and
+        ``labelled_field``) the student trains on too, beside the teacher's outputs
+        (:mod:`.true_labels`); they are never held out or sent to the teacher.
     """
     started = time.perf_counter()
     ddf = _as_dask(ddf)
@@ -113,6 +120,7 @@ def distill(
         wrapped = as_teacher(teacher, text_field, Path(staging) / "checkpoint")
         learner = prepare_student(student, wrapped.problem, seed=seed)
         kind = choose_targets(learner, targets)
+        extra = None if labelled is None else true_label_targets(labelled, text_field, labelled_field, wrapped)
         store.create_work_dir(folder)
         store.check_manifest(folder, {
             "teacher": wrapped.fingerprint, "problem": wrapped.problem, "outputs": list(wrapped.output_names),
@@ -136,9 +144,13 @@ def distill(
                          f"{heldout_fraction:.0%}; give more rows or change heldout_fraction.")
     teacher_labels = rows["teacher_label"].to_numpy(dtype=object) if "teacher_label" in rows else None
 
+    train_texts, train_scores = list(texts[train]), scores[train]
+    train_labels = None if teacher_labels is None else list(teacher_labels[train])
+    if extra is not None:
+        train_texts, train_scores = train_texts + extra[0], np.concatenate([train_scores, extra[1]])
+        train_labels = None if train_labels is None else train_labels + extra[2]
     fit_started = time.perf_counter()
-    fitted = fit_student(learner, list(texts[train]), scores[train],
-                         None if teacher_labels is None else teacher_labels[train], wrapped.problem,
+    fitted = fit_student(learner, train_texts, train_scores, train_labels, wrapped.problem,
                          wrapped.output_names, kind, seed=seed, soft_min_prob=soft_min_prob)
     fit_seconds = time.perf_counter() - fit_started
     save_student(fitted, out_dir)
@@ -171,6 +183,7 @@ def distill(
         student_metrics=student_metrics, teacher_metrics=teacher_metrics, student_docs_per_s=student_speed,
         teacher_docs_per_s=teacher_speed, speed_rows=len(timed), teacher_partitions_run=passed.labelled_now,
         teacher_partitions_reused=passed.reused, teacher_seconds=passed.seconds, fit_seconds=fit_seconds, notes=notes,
+        labelled_rows=0 if extra is None else len(extra[0]),
     )
     (out_dir / REPORT_FILE).write_text(result.to_json() + "\n", encoding="utf-8")
     result.notes.append(f"total {time.perf_counter() - started:.1f}s")

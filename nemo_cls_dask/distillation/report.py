@@ -98,6 +98,8 @@ class DistillResult:
     teacher_seconds: float
     fit_seconds: float
     notes: list[str] = field(default_factory=list)
+    #: True-labelled rows (``labelled=``) trained on besides the ``train_rows`` teacher-labelled ones.
+    labelled_rows: int = 0
 
     @property
     def speedup(self) -> float | None:
@@ -119,7 +121,8 @@ class DistillResult:
 
     def summary(self) -> str:
         """A few lines for people: agreement, accuracy, speed."""
-        lines = [f"student saved to {self.path} ({self.problem}, {self.targets} targets, {self.train_rows} training rows, "
+        lines = [f"student saved to {self.path} ({self.problem}, {self.targets} targets, {self.train_rows} training rows"
+                 f"{f' + {self.labelled_rows} true-labelled' if self.labelled_rows else ''}, "
                  f"{self.heldout_rows} held-out rows)"]
         lines.append("held-out, student vs teacher: " + ", ".join(f"{k} {v:.4f}" for k, v in self.student_metrics.items()
                                                                     if k.startswith("agreement")))
