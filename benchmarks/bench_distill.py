@@ -45,7 +45,7 @@ from nemo_cls_dask import DistributedDataClassifier, TextClassifier, distill, ge
 from nemo_cls_dask.distillation import docs_per_second  # noqa: E402
 from nemo_cls_dask.distillation.students import make_student, saved_operator  # noqa: E402
 
-STUDENTS = ("tfidf", "kimcnn-word")
+STUDENTS = ("tfidf", "kimcnn-word", "kimcnn-char")
 
 
 def load_data(args) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -121,7 +121,7 @@ def main() -> None:
     parser.add_argument("--test-rows", type=int, default=1000)
     parser.add_argument("--speed-rows", type=int, default=200, help="test rows every model is timed on")
     parser.add_argument("--students", default=",".join(STUDENTS))
-    parser.add_argument("--curve", default="250,1000,all", help="teacher-labelled rows for the TF-IDF curve")
+    parser.add_argument("--curve", default="250,1000,2000,all", help="teacher-labelled rows for the TF-IDF curve")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--teacher-only", action="store_true",
                         help="only run (or resume) the teacher's pass over the pool and the test rows, then stop")
@@ -154,52 +154,69 @@ def main() -> None:
             return
         timed = test[["text"]].iloc[: args.speed_rows]
         parts = args.workers * 2
-        teacher_speed = docs_per_second(DistributedDataClassifier(model_identifier=teacher, label_field="t"), timed, parts)
-        print(f"teacher: {teacher_speed:.1f} docs/s on {len(timed)} test rows {elapsed()}", flush=True)
         # Finished stages are kept in --out, so a rerun after a timeout continues where it stopped.
         stages_file = out / f"stages-{args.teacher}-{len(pool)}.json"
         stages = json.loads(stages_file.read_text()) if stages_file.is_file() else {}
+
+        def save_stage(key: str, value) -> None:
+            stages[key] = value
+            stages_file.write_text(json.dumps(stages, indent=2))
+
+        if "teacher_docs_per_s" not in stages:
+            speed = docs_per_second(DistributedDataClassifier(model_identifier=teacher, label_field="t"), timed, parts)
+            save_stage("teacher_docs_per_s", speed)
+        teacher_speed = stages["teacher_docs_per_s"]
+        print(f"teacher: {teacher_speed:.1f} docs/s on {len(timed)} test rows {elapsed()}", flush=True)
+
+        def measured(labels) -> dict:
+            labels = np.asarray(labels, dtype=object)
+            return {"accuracy": accuracy_of(labels, test["section"]),
+                    "agreement": float(np.mean(labels == teacher_test.to_numpy(object)))}
+
         for name in args.students.split(","):
-            if f"student:{name}" in stages:
-                rows.append(stages[f"student:{name}"])
+            key = f"student:{name}"
+            if key in stages:
+                rows.append(stages[key])
                 continue
             result = distill(teacher, name, pool_ddf, text_field="text", truth_field="section", work_dir=work,
                              model_out=_fresh(out / "students" / f"{name}-distilled"), speed_rows=0)
             print(result.summary(), elapsed(), flush=True)
-            distilled = result.student.predict(test["text"].tolist())
             speed = docs_per_second(saved_operator(Path(result.path), "text", "single_label"), timed, parts)
+            both = distill(teacher, name, pool_ddf, text_field="text", truth_field="section", work_dir=work,
+                           model_out=_fresh(out / "students" / f"{name}-distilled-plus-true"), speed_rows=0,
+                           labelled=labelled, labelled_field="section")
             alone = make_student(name, "single_label").fit(labelled, text_field="text", label_field="section")
-            rows.append({
-                "student": name, "targets": result.targets, "train_rows": result.train_rows,
-                "accuracy": accuracy_of(distilled, test["section"]),
-                "agreement": float(np.mean(np.asarray(distilled, object) == teacher_test.to_numpy(object))),
-                "labelled_only_accuracy": accuracy_of(alone.predict(test["text"].tolist()), test["section"]),
-                "student_docs_per_s": speed, "teacher_docs_per_s": teacher_speed, "speedup": speed / teacher_speed,
-                "teacher_seconds": result.teacher_seconds, "teacher_partitions_run": len(result.teacher_partitions_run),
-                "teacher_partitions_reused": len(result.teacher_partitions_reused),
-            })
-            print(json.dumps(rows[-1]), elapsed(), flush=True)
-            stages[f"student:{name}"] = rows[-1]
-            stages_file.write_text(json.dumps(stages, indent=2))
+            texts = test["text"].tolist()
+            row = {"student": name, "targets": result.targets, "teacher_rows": result.train_rows,
+                   "true_rows": len(labelled), "distilled": measured(result.student.predict(texts)),
+                   "distilled_plus_true": measured(both.student.predict(texts)),
+                   "labelled_only": measured(alone.predict(texts)),
+                   "student_docs_per_s": speed, "teacher_docs_per_s": teacher_speed, "speedup": speed / teacher_speed,
+                   "fit_seconds": result.fit_seconds}
+            rows.append(row)
+            print(json.dumps(row), elapsed(), flush=True)
+            save_stage(key, row)
         curve = []
         for size in args.curve.split(","):
-            if f"curve:{size}" in stages:
-                curve.append(stages[f"curve:{size}"])
+            key = f"curve:{size}"
+            if key in stages:
+                curve.append(stages[key])
                 continue
             limit = None if size == "all" else int(size)
-            result = distill(teacher, "tfidf", pool_ddf, text_field="text", truth_field="section", work_dir=work,
-                             speed_rows=0, model_out=_fresh(out / "students" / f"tfidf-curve-{size}"),
-                             max_train_rows=limit)
-            accuracy = accuracy_of(result.student.predict(test["text"].tolist()), test["section"])
+            runs = {}
+            for variant, extra in (("distilled", {}), ("distilled_plus_true", {"labelled": labelled, "labelled_field": "section"})):
+                result = distill(teacher, "tfidf", pool_ddf, text_field="text", truth_field="section", work_dir=work,
+                                 speed_rows=0, model_out=_fresh(out / "students" / f"tfidf-curve-{size}-{variant}"),
+                                 max_train_rows=limit, **extra)
+                runs[variant] = accuracy_of(result.student.predict(test["text"].tolist()), test["section"])
             rows_used = result.train_rows
             alone = make_student("tfidf", "single_label").fit(labelled.iloc[:rows_used], text_field="text",
                                                               label_field="section")
             curve.append({"teacher_labelled_rows": rows_used, "true_labelled_rows": min(rows_used, len(labelled)),
-                          "distilled_accuracy": accuracy,
+                          "distilled_accuracy": runs["distilled"], "distilled_plus_true_accuracy": runs["distilled_plus_true"],
                           "labelled_only_accuracy": accuracy_of(alone.predict(test["text"].tolist()), test["section"])})
             print(json.dumps(curve[-1]), elapsed(), flush=True)
-            stages[f"curve:{size}"] = curve[-1]
-            stages_file.write_text(json.dumps(stages, indent=2))
+            save_stage(key, curve[-1])
     finally:
         cluster = client.cluster
         client.close()
@@ -224,17 +241,20 @@ def _fresh(folder: Path) -> Path:
 
 def markdown(report: dict) -> str:
     teacher_accuracy = report["teacher_accuracy"]
-    lines = [f"teacher `{report['teacher']}`: test accuracy {teacher_accuracy:.3f}", "",
-             "| student | targets | distilled accuracy | vs teacher | agreement | labelled-only accuracy | "
-             "student docs/s | teacher docs/s | speed-up |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"teacher `{report['teacher']}`: test accuracy {teacher_accuracy:.3f}, "
+             f"{report['students'][0]['teacher_docs_per_s'] if report['students'] else float('nan'):.1f} docs/s", "",
+             "| student | distilled: accuracy (vs teacher) / agreement | distilled + 5,000 true labels | "
+             "5,000 true labels only | student docs/s | speed-up |", "|---|---|---|---|---|---|"]
     for row in report["students"]:
-        lines.append(f"| {row['student']} | {row['targets']} | {row['accuracy']:.3f} | "
-                     f"{row['accuracy'] / teacher_accuracy:.1%} | {row['agreement']:.3f} | "
-                     f"{row['labelled_only_accuracy']:.3f} | {row['student_docs_per_s']:.0f} | "
-                     f"{row['teacher_docs_per_s']:.0f} | {row['speedup']:.1f}x |")
-    lines += ["", "| teacher-labelled rows | TF-IDF distilled accuracy | TF-IDF on as many true labels (rows) |", "|---|---|---|"]
+        cells = [f"{row[v]['accuracy']:.3f} ({row[v]['accuracy'] / teacher_accuracy:.1%}) / {row[v]['agreement']:.3f}"
+                 for v in ("distilled", "distilled_plus_true", "labelled_only")]
+        lines.append(f"| {row['student']} ({row['targets']}, {row['teacher_rows']} teacher rows) | " + " | ".join(cells)
+                     + f" | {row['student_docs_per_s']:.0f} | {row['speedup']:.1f}x |")
+    lines += ["", "| teacher-labelled rows | TF-IDF distilled | TF-IDF distilled + 5,000 true | TF-IDF on as many true "
+                  "labels (rows) |", "|---|---|---|---|"]
     for point in report["curve"]:
         lines.append(f"| {point['teacher_labelled_rows']} | {point['distilled_accuracy']:.3f} | "
+                     f"{point['distilled_plus_true_accuracy']:.3f} | "
                      f"{point['labelled_only_accuracy']:.3f} ({point['true_labelled_rows']}) |")
     return "\n".join(lines)
 
@@ -251,6 +271,7 @@ def plot(curve: list[dict], teacher_accuracy: float, path: Path) -> None:
     figure, axes = plt.subplots(figsize=(6, 4))
     x = [p["teacher_labelled_rows"] for p in curve]
     axes.plot(x, [p["distilled_accuracy"] for p in curve], "o-", label="TF-IDF distilled (teacher labels)")
+    axes.plot(x, [p["distilled_plus_true_accuracy"] for p in curve], "^-", label="TF-IDF distilled + 5,000 true labels")
     axes.plot(x, [p["labelled_only_accuracy"] for p in curve], "s--", label="TF-IDF on as many true labels")
     axes.axhline(teacher_accuracy, color="grey", linestyle=":", label="teacher")
     axes.set_xscale("log")

@@ -130,6 +130,49 @@ def test_soft_targets_make_the_student_learn_probabilities(head_checkpoint):
         assert np.abs(learned.to_numpy() - target).max() < 3e-3, kind
 
 
+def test_multi_label_soft_targets_make_each_label_learn_probabilities():
+    """One-vs-rest logistic regressions with unpenalized intercepts match, on their training rows,
+    each label's mean target: the teacher's probabilities when soft, the share of rows with the
+    label on (p >= 0.5) when hard. The probabilities are drawn so that the two differ by ~0.05."""
+    frame = toy_frame(n=300, seed=6)
+    rng = np.random.default_rng(0)
+    names = ("fruit", "space")
+    proba = rng.uniform(0.2, 0.7, size=(len(frame), 2))
+    labels = [[name for name, p in zip(names, row) if p >= 0.5] for row in proba]
+    texts = frame["text"].tolist()
+    hard_share = (proba >= 0.5).mean(axis=0)
+    assert np.abs(proba.mean(axis=0) - hard_share).min() > 0.015  # 5x the tolerance below
+    for kind in ("soft", "hard"):
+        student = fit_student(make_student("tfidf", "multi_label"), texts, proba, labels, "multi_label", names, kind,
+                              seed=0, soft_min_prob=0.0)
+        assert student.fitted()[1] == names
+        learned = student.predict_proba(texts).mean(axis=0)
+        target = proba.mean(axis=0) if kind == "soft" else hard_share
+        # lbfgs stops at a gradient tolerance: a few 1e-4 off the exact optimum.
+        assert np.abs(learned - target).max() < 3e-3, kind
+
+
+def test_true_labelled_rows_train_the_student_too(single_teacher, pool, tmp_path):
+    # "zebra" is in no pool text: only the true rows can teach the student that it means fruit.
+    true = pd.DataFrame({"text": [f"zebra {w}" for w in SPACE * 5], "topic": "fruit"})
+    ddf = dd.from_pandas(pool, npartitions=2)
+    with sync():
+        result = distill(single_teacher, "tfidf", ddf, work_dir=tmp_path / "work", model_out=tmp_path / "s1",
+                         labelled=true, labelled_field="topic", speed_rows=0)
+        plain = distill(single_teacher, "tfidf", ddf, work_dir=tmp_path / "work", model_out=tmp_path / "s2",
+                        speed_rows=0)
+    assert result.labelled_rows == len(true) and f"+ {len(true)} true-labelled" in result.summary()
+    assert result.train_rows == plain.train_rows and plain.labelled_rows == 0
+    assert plain.teacher_partitions_run == [] and plain.teacher_partitions_reused == [0, 1]  # the teacher ran once
+    assert result.student.predict(["zebra zebra zebra"])[0] == "fruit"
+    fruit = list(result.student.fitted()[1]).index("fruit")
+    assert result.student.predict_proba(["zebra"])[0, fruit] > plain.student.predict_proba(["zebra"])[0, fruit] + 0.2
+    with pytest.raises(InputError, match=r"labels the teacher does not have: \['cooking'\]"):
+        distill(single_teacher, "tfidf", ddf, work_dir=tmp_path / "w3", model_out=tmp_path / "s3",
+                labelled=true.assign(topic="cooking"), labelled_field="topic")
+    assert not (tmp_path / "w3").exists()  # refused before the teacher ran
+
+
 # ---------------------------------------------------------------------------- single-label end to end
 
 
