@@ -219,6 +219,8 @@ def classify_files(
             f"{in_process[0]} lives in this Python process's memory, which the worker processes of a new "
             "cluster cannot see; pass client= with workers in this process (LocalCluster(processes=False))."
         )
+    if in_process and client is not None:
+        _check_workers_in_this_process(client, in_process[0])
     check_backend(backend)
     jobs = plan_files(source, output, output_format)
     check_targets([job.target for job in jobs], source, output)
@@ -255,7 +257,7 @@ def classify_files(
 
                 client = get_client(**cluster)
             try:
-                if in_process:
+                if in_process and own_client:  # joined by address: its workers are known only now
                     _check_workers_in_this_process(client, in_process[0])
                 _run(client, pending, classifiers, result, encoding_errors, progress, say, backend)
             finally:
