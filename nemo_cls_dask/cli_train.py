@@ -15,7 +15,6 @@ import shutil
 import sys
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 from .cli.options import add_engine_options, add_overwrite, add_storage_options, add_text_field, autocast_value

@@ -344,12 +344,7 @@ def write_atomic(frame: pd.DataFrame, target: str | Path | StoragePath, fmt: str
     temp = temporary_name(target, uuid.uuid4().hex[:12])  # same folder, so os.replace is atomic
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        if fmt == "parquet":
-            write_parquet(frame, temp)
-        elif fmt == "jsonl":
-            _jsonable(frame).to_json(temp, orient="records", lines=True, force_ascii=False, date_format="iso")
-        else:
-            raise InputError(f"Output format must be 'parquet' or 'jsonl', got {fmt!r}.")
+        _serialize(frame, temp, fmt)
         with open(temp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(temp, target)
@@ -362,17 +357,22 @@ def write_atomic(frame: pd.DataFrame, target: str | Path | StoragePath, fmt: str
     return target
 
 
+def _serialize(frame: pd.DataFrame, destination: Any, fmt: str) -> None:
+    """Write ``frame`` as ``fmt`` to a local path or a binary buffer (the same bytes either way)."""
+    if fmt == "parquet":
+        write_parquet(frame, destination)
+    elif fmt == "jsonl":
+        _jsonable(frame).to_json(destination, orient="records", lines=True, force_ascii=False, date_format="iso")
+    else:
+        raise InputError(f"Output format must be 'parquet' or 'jsonl', got {fmt!r}.")
+
+
 def _write_remote(frame: pd.DataFrame, target: StoragePath, fmt: str) -> StoragePath:
     """Serialize ``frame`` in memory, then write it under ``target`` with one upload and a copy."""
     import io as _bytes_io
 
     buffer = _bytes_io.BytesIO()
-    if fmt == "parquet":
-        write_parquet(frame, buffer)
-    elif fmt == "jsonl":
-        _jsonable(frame).to_json(buffer, orient="records", lines=True, force_ascii=False, date_format="iso")
-    else:
-        raise InputError(f"Output format must be 'parquet' or 'jsonl', got {fmt!r}.")
+    _serialize(frame, buffer, fmt)
     try:
         write_bytes_atomic(target, buffer.getvalue())
     except OSError as error:

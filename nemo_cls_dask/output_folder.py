@@ -162,6 +162,17 @@ def remove_own_temporaries(targets: Iterable[AnyPath]) -> list[Any]:
     return [*sorted(removed), *sorted(remote)]
 
 
+def _held_message(folder: Any, holder: dict[str, Any], advice: str) -> str:
+    """Why a lock cannot be taken: who holds ``folder`` (pid, host, start, command), then ``advice``."""
+    who = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, started {holder.get('started', '?')}"
+    command = holder.get("command")
+    return (
+        f"Output folder {folder} is in use by another run ({who}"
+        + (f": {command}" if command else "")
+        + f"). Wait for it to finish, or choose another output folder. {advice}"
+    )
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -225,13 +236,7 @@ class OutputLock:
             holder = json.loads(self.path.read_text())
         except (OSError, ValueError):
             holder = {}
-        who = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, started {holder.get('started', '?')}"
-        command = holder.get("command")
-        return (
-            f"Output folder {self.folder} is in use by another run ({who}"
-            + (f": {command}" if command else "")
-            + f"). Wait for it to finish, or choose another output folder. (Lock file: {self.path})"
-        )
+        return _held_message(self.folder, holder, f"(Lock file: {self.path})")
 
     def previous_note(self) -> str | None:
         """A line about a lock taken over from a run that did not release it, or None."""
@@ -313,14 +318,8 @@ class RemoteOutputLock:
         return self
 
     def _held_message(self, holder: dict[str, Any]) -> str:
-        who = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, started {holder.get('started', '?')}"
-        command = holder.get("command")
-        return (
-            f"Output folder {self.folder} is in use by another run ({who}"
-            + (f": {command}" if command else "")
-            + f"). Wait for it to finish, or choose another output folder. This lock is advisory: if that run "
-            f"is known to be gone (killed on another machine), delete {self.path} and run again."
-        )
+        return _held_message(self.folder, holder, f"This lock is advisory: if that run is known to be gone "
+                                                  f"(killed on another machine), delete {self.path} and run again.")
 
     def previous_note(self) -> str | None:
         """A line about a lock taken over from a run on this host that is no longer running, or None."""

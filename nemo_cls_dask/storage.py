@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 import uuid
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Union
 
 from .errors import InputError
 
+_PROTOCOL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 #: Protocols that name the local disk: these URLs become plain :class:`~pathlib.Path` objects.
 LOCAL_PROTOCOLS = ("file", "local")
 
@@ -82,7 +84,7 @@ class StoragePath:
         return StoragePath(self.fs, path, self.storage_options)
 
     def __truediv__(self, part: str | os.PathLike[str]) -> StoragePath:
-        return self._with(posixpath.join(self.path, os.fspath(part)))
+        return self._with(posixpath.normpath(posixpath.join(self.path, os.fspath(part))))
 
     @property
     def name(self) -> str:
@@ -163,9 +165,9 @@ AnyPath = Union[Path, StoragePath]
 
 def split_protocol(text: str) -> tuple[str | None, str]:
     """``("s3", "bucket/key")`` for ``"s3://bucket/key"``; ``(None, text)`` for a plain path."""
-    if "://" not in text:
-        return None, text
-    protocol, rest = text.split("://", 1)
+    protocol, sep, rest = text.partition("://")
+    if not sep or not _PROTOCOL.fullmatch(protocol):
+        return None, text  # a local name that merely contains "://" stays a local path
     return protocol.lower(), rest
 
 
@@ -245,7 +247,7 @@ def write_bytes_atomic(target: AnyPath, data: bytes) -> None:
     fs = target.fs
     try:
         fs.pipe_file(temp.path, data)  # one upload of the complete bytes
-        fs.copy(temp.path, target.path)  # object stores: the destination appears whole
+        fs.cp_file(temp.path, target.path)  # object stores: the destination appears whole (no glob expansion)
     finally:
         try:
             fs.rm_file(temp.path)

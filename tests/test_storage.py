@@ -336,3 +336,20 @@ def test_model_folders_stay_local(tmp_path, memory_root, varied_texts, capsys, m
     assert main(["distill", f"memory://{memory_root}/train.jsonl", "gs://bucket/student", "--teacher", "debian-topics"]) == 2
     assert "MODEL_OUT must be a local folder" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_paths_and_storage_option_flags_parse_as_meant():
+    from nemo_cls_dask.cli import build_parser
+    from nemo_cls_dask.cli.options import storage_options
+
+    assert location("data/a://b") == location("data/a://b") and not isinstance(location("data/a://b"), StoragePath)
+    assert str(location("file:///tmp/x")) == "/tmp/x" and str(location("memory://x/y")) == "memory:///x/y"
+    path = location("memory://root") / "a/./b" / "c.parquet"
+    assert str(path) == "memory:///root/a/b/c.parquet" and path.parent.name == "b" and path.suffix == ".parquet"
+    args = build_parser(["classify"]).parse_args(
+        ["classify", "in", "out", "--storage-option", "anon=true", "--storage-option", "profile=prod",
+         "--storage-option", 'client_kwargs={"region_name": "eu-west-1"}', "--storage-option", "key=a=b"])
+    assert storage_options(args) == {"anon": True, "profile": "prod", "client_kwargs": {"region_name": "eu-west-1"}, "key": "a=b"}
+    assert storage_options(build_parser(["classify"]).parse_args(["classify"])) is None
+    with pytest.raises(SystemExit):
+        build_parser(["classify"]).parse_args(["classify", "--storage-option", "no-equals-sign"])
