@@ -353,3 +353,23 @@ def test_paths_and_storage_option_flags_parse_as_meant():
     assert storage_options(build_parser(["classify"]).parse_args(["classify"])) is None
     with pytest.raises(SystemExit):
         build_parser(["classify"]).parse_args(["classify", "--storage-option", "no-equals-sign"])
+
+
+def test_a_failed_upload_leaves_the_old_object_and_no_temporary(memory_root, monkeypatch):
+    """The copy to the final name fails (a network error): the old output stays whole, the temporary key goes."""
+    from nemo_cls_dask.io import write_atomic
+
+    target = location(f"memory://{memory_root}/out/a.parquet")
+    MEMORY.pipe_file(target.path, b"the old, complete output")
+
+    def broken_copy(self, source, destination, **kwargs):
+        raise ConnectionResetError("connection reset by peer")
+
+    monkeypatch.setattr(MemoryFileSystem, "cp_file", broken_copy)
+    with pytest.raises(OutputError, match=f"Cannot write {target}"):
+        write_atomic(pd.DataFrame({"text": ["new"]}), target, "parquet")
+    assert MEMORY.cat_file(target.path) == b"the old, complete output"
+    assert MEMORY.find(f"{memory_root}/out") == [target.path]  # no temporary key left behind
+    monkeypatch.undo()
+    write_atomic(pd.DataFrame({"text": ["new"]}), target, "parquet")
+    assert _read(target)["text"].tolist() == ["new"] and MEMORY.find(f"{memory_root}/out") == [target.path]
