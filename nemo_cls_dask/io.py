@@ -94,6 +94,16 @@ def input_files(path: str | Path | StoragePath, storage_options: dict[str, Any] 
     (``.git/``, ``_tmp/``).
     """
     path = location(path, storage_options)
+    if is_remote(path):
+        try:
+            return _input_files(path)
+        except OSError as error:  # permissions, network
+            raise InputError(f"Cannot list the input {path}: {type(error).__name__}: {error}") from error
+    return _input_files(path)
+
+
+def _input_files(path: AnyPath) -> tuple[list[AnyPath], str]:
+    """:func:`input_files` once ``path`` is resolved (local or remote)."""
     if not path.exists():
         raise InputError(f"Input {path} does not exist.")
     if path.is_file():

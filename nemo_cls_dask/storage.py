@@ -194,6 +194,8 @@ def filesystem(protocol: str, storage_options: dict[str, Any] | None = None) -> 
         return cls(**(storage_options or {}))
     except TypeError as error:
         raise InputError(f"Bad storage options for {protocol}://: {error}") from None
+    except OSError as error:  # credentials refused, endpoint unreachable
+        raise InputError(f"Cannot open the {protocol}:// filesystem: {type(error).__name__}: {error}") from error
 
 
 def location(path: str | os.PathLike[str] | StoragePath, storage_options: dict[str, Any] | None = None) -> AnyPath:

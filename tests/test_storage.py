@@ -44,14 +44,17 @@ from test_cli import finished, make_folder
 MEMORY = fsspec.filesystem("memory")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def process_client():
-    """A real cluster with one worker process (for file:// and for refusing memory://)."""
+    """A real cluster with one worker process (for file:// and for refusing memory://).
+
+    Both cluster fixtures are per test and no test takes both: one cluster at a time.
+    """
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, Client(cluster) as client:
         yield client
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def inprocess_client():
     """A real cluster whose scheduler and worker run in this process: they see memory://."""
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, Client(cluster) as client:
@@ -274,7 +277,7 @@ def test_storage_options_reach_reader_and_writer(tmp_path, memory_root, varied_t
     local_in = make_folder(tmp_path / "in", varied_texts, 3, files=2)
     MEMORY.put(str(local_in), f"{memory_root}/in", recursive=True)  # tokenmem shares memory://'s store
     source, output = f"tokenmem://{memory_root}/in", f"tokenmem://{memory_root}/out"
-    with pytest.raises(PermissionError, match="bad token None"):
+    with pytest.raises(InputError, match="Cannot open the tokenmem:// filesystem: PermissionError: tokenmem: bad token None"):
         classify_files(source, output, _classifier(head_checkpoint), client=inprocess_client)
     args = ["classify", source, output, "--model", str(head_checkpoint), "--scheduler", inprocess_client.scheduler.address,
             "--storage-option", "token=secret"]
