@@ -331,14 +331,50 @@ def test_gs_without_gcsfs_and_unknown_protocols_are_named(tmp_path, head_checkpo
 
 def test_model_folders_stay_local(tmp_path, memory_root, varied_texts, capsys, monkeypatch):
     """train/distill read URL inputs, but their model folder must be local (not a folder named 's3:')."""
-    monkeypatch.chdir(tmp_path)
-    pd.DataFrame({"text": varied_texts[:4], "label": ["a", "b"] * 2}).to_json(buffer := io.BytesIO(), orient="records", lines=True)
-    MEMORY.pipe_file(f"{memory_root}/train.jsonl", buffer.getvalue())
-    assert main(["train", f"memory://{memory_root}/train.jsonl", "--out", "s3://bucket/model"]) == 2
+    pool = tmp_path / "pool.jsonl"
+    pd.DataFrame({"text": varied_texts[:4], "label": ["a", "b"] * 2}).to_json(pool, orient="records", lines=True)
+    MEMORY.put(str(pool), f"{memory_root}/pool.jsonl")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert main(["train", f"memory://{memory_root}/pool.jsonl", "--out", "s3://bucket/model"]) == 2
     assert "--out must be a local folder" in capsys.readouterr().err
-    assert main(["distill", f"memory://{memory_root}/train.jsonl", "gs://bucket/student", "--teacher", "debian-topics"]) == 2
+    assert main(["distill", f"file://{pool}", "gs://bucket/student", "--teacher", "debian-topics"]) == 2
     assert "MODEL_OUT must be a local folder" in capsys.readouterr().err
-    assert list(tmp_path.iterdir()) == []
+    assert main(["distill", f"memory://{memory_root}/pool.jsonl", "student", "--teacher", "debian-topics"]) == 2
+    assert "worker processes" in capsys.readouterr().err  # distill's own cluster could not read memory://
+    assert list(work.iterdir()) == []
+
+
+def test_train_reads_memory_urls_like_local_files(tmp_path, memory_root, capsys):
+    """train from memory:// (parquet data, jsonl validation) saves the model the local-path run saves.
+
+    No cluster: training computes with dask's threads in this process, which see memory://.
+    Probabilities agree to 1e-6: same data, seed and batches in one process; the tolerance only
+    allows for reductions whose order torch does not fix.
+    """
+    import numpy as np
+
+    from nemo_cls_dask.testing import make_backbone_checkpoint
+
+    backbone = make_backbone_checkpoint(tmp_path / "backbone")
+    rows = pd.DataFrame({"body": [f"the {w} and {w}" for w in ["apple", "pear"] * 30], "kind": ["a", "b"] * 30})
+    rows.to_parquet(tmp_path / "train.parquet")
+    rows.iloc[:10].to_json(tmp_path / "valid.jsonl", orient="records", lines=True)
+    for name in ("train.parquet", "valid.jsonl"):
+        MEMORY.put(str(tmp_path / name), f"{memory_root}/{name}")
+    common = ["--text-field", "body", "--label-field", "kind", "--backbone", str(backbone), "--frozen-backbone",
+              "--epochs", "2", "--lr", "1e-2", "--in-memory", "--quiet", "--max-len", "16"]
+    assert main(["train", str(tmp_path / "train.parquet"), "--validation", str(tmp_path / "valid.jsonl"),
+                 "--out", str(tmp_path / "local"), *common]) == 0
+    assert main(["train", f"memory://{memory_root}/train.parquet", "--validation", f"memory://{memory_root}/valid.jsonl",
+                 "--out", f"file://{tmp_path / 'remote'}", *common]) == 0
+    capsys.readouterr()
+    texts = pd.DataFrame({"body": ["the apple and apple", "the pear and pear", "and the"]})
+    local, remote = (DistributedDataClassifier(model_identifier=tmp_path / name, text_field="body", score_field="p")(texts)
+                     for name in ("local", "remote"))
+    assert local["preds"].tolist() == remote["preds"].tolist()
+    np.testing.assert_allclose(np.stack(remote["p"]), np.stack(local["p"]), atol=1e-6)
 
 
 def test_paths_and_storage_option_flags_parse_as_meant():
