@@ -412,3 +412,12 @@ def test_a_failed_upload_leaves_the_old_object_and_no_temporary(memory_root, mon
     monkeypatch.undo()
     write_atomic(pd.DataFrame({"text": ["new"]}), target, "parquet")
     assert _read(target)["text"].tolist() == ["new"] and MEMORY.find(f"{memory_root}/out") == [target.path]
+
+
+def test_any_missing_filesystem_package_is_named(tmp_path, head_checkpoint, no_cluster):
+    """Runs whatever is installed: a protocol whose fsspec class lives in a package that is not there."""
+    fsspec.register_implementation("nopkg", "nemo_no_such_fs_package.NoFileSystem", clobber=True,
+                                   errtxt="Install nemo_no_such_fs_package to access nopkg://")
+    with pytest.raises(InputError, match=r"nopkg:// paths need the nemo_no_such_fs_package package.*pip install nemo_no_such_fs_package"):
+        classify_files("nopkg://bucket/in", tmp_path / "out", _classifier(head_checkpoint))
+    assert not (tmp_path / "out").exists()
