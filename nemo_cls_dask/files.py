@@ -39,7 +39,7 @@ from .errors import InputError, NemoClsDaskError
 from .io import FileJob, plan_files
 from .manifest import MANIFEST_NAME, check_manifest, run_record, write_manifest
 from .output_folder import OutputError, OutputLock, RemoteOutputLock, check_targets, lock_output, remove_own_temporaries
-from .storage import AnyPath, in_process_only, is_remote, location
+from .storage import AnyPath, in_process_only, is_remote, locations
 
 DEFAULT_MODEL = "debian-topics"
 
@@ -208,7 +208,7 @@ def classify_files(
     started = time.perf_counter()
     say = echo or (lambda line: None)
     classifiers = _classifier_list(classifiers)
-    source, output = location(source, storage_options), location(output, storage_options)
+    source, output = locations([source, output], storage_options)
     check_output_folder(source, output)
     cluster = dict(cluster or {})
     if client is None:

@@ -215,6 +215,26 @@ def location(path: str | os.PathLike[str] | StoragePath, storage_options: dict[s
     return StoragePath(fs, os.fspath(path), storage_options)
 
 
+def locations(paths: list[Any], storage_options: dict[str, Any] | None = None) -> list[AnyPath]:
+    """:func:`location` of each path, the ``storage_options`` going to the URLs among them.
+
+    A local input with an ``s3://`` output (or the reverse) is fine; options with no URL
+    at all are refused, since nothing would use them.
+    """
+    remote = [_names_a_store(path) for path in paths]
+    if storage_options and not any(remote):
+        return [location(path, storage_options) for path in paths]  # raises, naming the local path
+    return [location(path, storage_options if is_url else None) for path, is_url in zip(paths, remote)]
+
+
+def _names_a_store(path: Any) -> bool:
+    """True for a :class:`StoragePath` or a URL of another store than the local disk."""
+    if isinstance(path, StoragePath):
+        return True
+    protocol, _ = split_protocol(os.fspath(path))
+    return protocol is not None and protocol not in LOCAL_PROTOCOLS
+
+
 def is_remote(path: Any) -> bool:
     """True for a :class:`StoragePath` (any store but the local disk)."""
     return isinstance(path, StoragePath)

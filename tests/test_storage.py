@@ -285,6 +285,10 @@ def test_storage_options_reach_reader_and_writer(tmp_path, memory_root, varied_t
     assert _memory_outputs(f"{memory_root}/out") == ["a/part-1.parquet", "b/part-0.parquet"]
     with pytest.raises(InputError, match="not to the local path"):
         classify_files(local_in, tmp_path / "out", _classifier(head_checkpoint), storage_options={"token": "secret"})
+    # A local input and a store's output: the options go to the store only.
+    mixed = classify_files(local_in, f"tokenmem://{memory_root}/mixed", _classifier(head_checkpoint),
+                           client=inprocess_client, storage_options={"token": "secret"})
+    assert len(mixed.written) == 2 and _memory_outputs(f"{memory_root}/mixed") == ["a/part-1.parquet", "b/part-0.parquet"]
 
 
 # --------------------------------------------------------------------------- file:// (process cluster)
