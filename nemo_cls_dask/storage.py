@@ -14,13 +14,14 @@ What a write guarantees (:func:`write_bytes_atomic`):
   name holds the old file or the complete new one, never a part;
 * other stores: there is no atomic rename (``mv`` is a copy and a delete). The complete
   bytes are uploaded under a hidden temporary key next to the target (one upload), then
-  copied to the final key and the temporary key is deleted. On S3, GCS and Azure a copy
-  creates the destination object whole, so the final key again holds the old or the
-  complete new object, and a crash leaves at most the temporary key, which the next run
+  copied to the final key and the temporary key is deleted. On S3 and GCS a copy is done
+  by the server and creates the destination object whole, so the final key again holds the
+  old or the complete new object, and a crash leaves at most the temporary key, which the next run
   removes because its name is one this plan's writer makes
   (:func:`~nemo_cls_dask.output_folder.remove_own_temporaries`). On stores where a copy is
-  a streamed write (FTP, SFTP...), a crash during the copy can leave a partial file under
-  the final name; do not resume into such stores after a crash without ``overwrite``.
+  a streamed write (FTP, SFTP...), or where a copy can be pending (Azure copies between
+  accounts), a crash during the copy can leave a partial file under the final name; do not
+  resume into such stores after a crash without ``overwrite``.
 
 A filesystem package that is missing (``s3fs`` for ``s3://``, ``gcsfs`` for ``gs://``) or
 an unknown protocol is an :class:`~nemo_cls_dask.errors.InputError` naming what to install,
@@ -46,7 +47,7 @@ LOCAL_PROTOCOLS = ("file", "local")
 class StoragePath:
     """A file or folder on an fsspec filesystem, with the ``pathlib`` subset this package uses.
 
-    ``str()`` gives the URL (``memory://data/a.jsonl``), which dask readers and
+    ``str()`` gives the URL (``memory:///data/a.jsonl``, ``s3://bucket/a.jsonl``), which dask readers and
     :func:`location` take back. Two paths are equal when filesystem and path are.
     """
 
