@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import InputError, ModelLoadError
+from .vocab import tokenizer_output
 
 PAD_ID, START_ID, FIRST_TERM_ID = 0, 1, 2
 ANALYZERS = ("word", "char", "char_wb")
@@ -191,17 +192,7 @@ class TermTokenizer:
         if bad:
             raise InputError(f"TermTokenizer tokenizes strings, got {type(bad[0]).__name__} {bad[0]!r}.")
         ids = [self.encode(text, max_length if truncation else None) for text in batch]
-        lengths = [len(row) for row in ids]
-        if padding in (True, "longest", "max_length"):
-            width = max_length if padding == "max_length" and max_length is not None else max(lengths, default=0)
-            ids = [row + [PAD_ID] * (width - len(row)) for row in ids]
-        elif padding not in (False, None, "do_not_pad"):
-            raise InputError(f"padding must be False, True, 'longest' or 'max_length', got {padding!r}.")
-        out: dict[str, Any] = {"input_ids": ids[0] if single else ids}
-        if return_attention_mask:
-            masks = [[1] * n + [0] * (len(row) - n) for row, n in zip(ids, lengths)]
-            out["attention_mask"] = masks[0] if single else masks
-        return out
+        return tokenizer_output(ids, single, padding, max_length, return_attention_mask, PAD_ID)
 
     def __repr__(self) -> str:
         return f"TermTokenizer(analyzer={self.analyzer.analyzer!r}, ngram_range={self.analyzer.ngram_range}, {len(self.terms)} terms)"

@@ -184,17 +184,7 @@ class TextVocab:
             raise InputError(f"TextVocab tokenizes strings, got {type(bad[0]).__name__} {bad[0]!r}.")
         limit = max_length if truncation else None
         ids = [self.encode(text, limit) for text in batch]
-        lengths = [len(row) for row in ids]
-        if padding in (True, "longest", "max_length"):
-            width = max_length if padding == "max_length" and max_length is not None else max(lengths, default=0)
-            ids = [row + [PAD_ID] * (width - len(row)) for row in ids]
-        elif padding not in (False, None, "do_not_pad"):
-            raise InputError(f"padding must be False, True, 'longest' or 'max_length', got {padding!r}.")
-        out: dict[str, Any] = {"input_ids": ids[0] if single else ids}
-        if return_attention_mask:
-            masks = [[1] * n + [0] * (len(row) - n) for row, n in zip(ids, lengths)]
-            out["attention_mask"] = masks[0] if single else masks
-        return out
+        return tokenizer_output(ids, single, padding, max_length, return_attention_mask, PAD_ID)
 
     def decode(self, ids: Iterable[int]) -> str:
         """Tokens of ``ids`` joined (characters directly, words with spaces); padding dropped."""
@@ -269,6 +259,23 @@ class TextVocab:
     def __repr__(self) -> str:
         state = f"{len(self)} ids" if self.fitted else "not fitted"
         return f"TextVocab(level={self.level!r}, lowercase={self.lowercase}, {state})"
+
+
+def tokenizer_output(ids: list[list[int]], single: bool, padding: bool | str, max_length: int | None,
+                     return_attention_mask: bool, pad_id: int) -> dict[str, Any]:
+    """``{"input_ids": ...}`` (and ``"attention_mask"``) as a transformers tokenizer returns them,
+    padded to the longest row or ``max_length`` when ``padding`` asks; for the light tokenizers."""
+    lengths = [len(row) for row in ids]
+    if padding in (True, "longest", "max_length"):
+        width = max_length if padding == "max_length" and max_length is not None else max(lengths, default=0)
+        ids = [row + [pad_id] * (width - len(row)) for row in ids]
+    elif padding not in (False, None, "do_not_pad"):
+        raise InputError(f"padding must be False, True, 'longest' or 'max_length', got {padding!r}.")
+    out: dict[str, Any] = {"input_ids": ids[0] if single else ids}
+    if return_attention_mask:
+        masks = [[1] * n + [0] * (len(row) - n) for row, n in zip(ids, lengths)]
+        out["attention_mask"] = masks[0] if single else masks
+    return out
 
 
 def vocab_fingerprint(path: str | Path) -> str:
