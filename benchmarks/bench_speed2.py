@@ -17,19 +17,22 @@ model already loaded:
    baseline of the ratios);
 2. a plain fixed-batch loop in the original order;
 3. our engine in this process (``classifier(pandas_df)``, default settings);
-4. our operator end to end on a ``distributed`` LocalCluster (``--workers`` x 1 thread);
-5. ONNX Runtime (``pip install -e .[bench]``; skipped with a message when absent): exported,
+4. our operator end to end on a ``distributed`` LocalCluster (``--workers`` x 1 thread; other
+   thread layouts with ``--extra-layouts 1x2``);
+5. a lever: the engine with torch dynamic int8 ``nn.Linear`` (opt-in only, agreement printed);
+6. ONNX Runtime (``pip install -e .[bench]``; skipped with a message when absent): exported,
    ORT-transformer-fused, fp32 and dynamic int8, in original-order and length-sorted batches.
 
 Per contender: docs/s, ratio to the best pipeline setting, padding efficiency, MFU against
 the fp32 GEMM measured in the same run at the model's own shape (and bf16 where the CPU has
 AVX512-BF16/AMX; emulated bf16 elsewhere is not a ceiling), label agreement with fp32 torch
 (the plain loop), and peak RSS of the process (or of each cluster worker). Then the issue's
-targets, met or not. Markdown tables are printed ready to paste into ``BENCHMARKS.md``.
+targets, met or not, and a ``torch.profiler`` table of one engine batch per workload (where
+the time goes). Markdown tables are printed ready to paste into ``BENCHMARKS.md``.
 
 Usage (from a shell: it starts a LocalCluster)::
 
-    python benchmarks/bench_speed2.py [--short-rows 1000] [--long-rows 64] [--workloads short,long]
+    python benchmarks/bench_speed2.py [--short-rows 1000] [--long-rows 24] [--workloads short,long]
 """
 
 from __future__ import annotations
@@ -51,14 +54,15 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import speed2_contenders as contenders  # noqa: E402
+import speed2_levers as levers  # noqa: E402
 import speed2_onnx  # noqa: E402
 import speed2_workloads as workloads  # noqa: E402
 from speed2_contenders import Run  # noqa: E402
 
 #: Per workload: pipeline batch sizes tried, fixed batch of the plain loop and of ONNX Runtime.
 SETTINGS = {
-    "short": {"pipeline": (1, 8, 32), "batch": 32},
-    "long": {"pipeline": (1, 8), "batch": 8},
+    "short": {"pipeline": (1, 8, 32), "batch": 32, "profile_rows": 256},
+    "long": {"pipeline": (1, 8), "batch": 8, "profile_rows": 8},
 }
 
 
@@ -114,6 +118,8 @@ def run_workload(workload: workloads.Workload, args, scratch: Path) -> str:
         record(contenders.run_pipeline(workload, batch))
     record(contenders.run_plain_loop(workload, settings["batch"]))
     record(contenders.run_engine(workload))
+    if not args.no_levers:
+        record(levers.run_engine_int8(workload))
     partitions = args.partitions or 4 * args.workers
     record(contenders.run_operator_on_cluster(workload, args.workers, 1, partitions))
     for layout in [tuple(int(x) for x in item.split("x")) for item in args.extra_layouts.split(",") if item]:
@@ -124,7 +130,10 @@ def run_workload(workload: workloads.Workload, args, scratch: Path) -> str:
     else:
         for run in speed2_onnx.onnx_runs(workload, scratch / f"onnx-{workload.name}", settings["batch"]):
             runs.append(run)
-    return table(workload, runs, lengths, flops, fp32, bf16)
+    section = table(workload, runs, lengths, flops, fp32, bf16)
+    if not args.no_levers:
+        section += "\n\n" + levers.profile_engine(workload, settings["profile_rows"])
+    return section
 
 
 def onnx_skip_reason(no_onnx: bool) -> str:
@@ -194,12 +203,15 @@ def targets(name: str, runs: list[Run], best_pipeline: Run, reference: np.ndarra
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--short-rows", type=int, default=1000)
-    parser.add_argument("--long-rows", type=int, default=64)
+    parser.add_argument("--long-rows", type=int, default=24)
     parser.add_argument("--workloads", default="short,long")
+    parser.add_argument("--long-layers", type=int, default=12,
+                        help="DeBERTa layers (12: the real shape; fewer only to check the script runs)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--partitions", type=int, default=None, help="default: 4 per worker")
     parser.add_argument("--extra-layouts", default="", help="more operator thread layouts, e.g. 1x2 (workers x threads)")
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime contenders")
+    parser.add_argument("--no-levers", action="store_true", help="skip the torch int8 lever and the profiles")
     args = parser.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
 
@@ -214,7 +226,8 @@ def main(argv: list[str] | None = None) -> None:
             if name == "short":
                 workload = workloads.build_short(scratch / "minilm", args.short_rows)
             elif name == "long":
-                workload = workloads.build_long(scratch / "deberta", args.long_rows)
+                shrink = {} if args.long_layers == 12 else {"num_hidden_layers": args.long_layers}
+                workload = workloads.build_long(scratch / "deberta", args.long_rows, config_overrides=shrink)
             else:
                 raise SystemExit(f"unknown workload {name!r}: use short and/or long")
             print(f"{name}: checkpoint built in {time.perf_counter() - begin:.0f} s", flush=True)

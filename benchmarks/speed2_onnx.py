@@ -1,8 +1,8 @@
 """ONNX Runtime contenders of ``bench_speed2.py`` (issue 18): export, fuse, quantize, run.
 
 The HF ``*ForSequenceClassification`` folder of a workload is exported with the TorchScript
-exporter (``torch.onnx.export(..., dynamo=False)``, dynamic batch and sequence axes, logits
-out), then:
+exporter (``torch.onnx.export(..., dynamo=False)``, eager attention, dynamic batch and sequence
+axes, logits out), then:
 
 * ``optimize_model`` from ``onnxruntime.transformers.optimizer`` fuses what it recognises
   (``model_type="bert"``: attention, LayerNorm, GELU, bias and skip-layer-norm fusions); the
@@ -43,7 +43,9 @@ def export(workload: Workload, folder: Path) -> Path:
     """The workload's classifier as ``folder/model.onnx`` (fp32 logits, dynamic axes)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    model = AutoModelForSequenceClassification.from_pretrained(workload.hf_folder).eval()
+    # Eager attention: ORT's fusion recognises its MatMul-Softmax-MatMul pattern (a fused
+    # ``Attention`` per layer); the SDPA export does not fuse.
+    model = AutoModelForSequenceClassification.from_pretrained(workload.hf_folder, attn_implementation="eager").eval()
     model.config.return_dict = False
     tokenizer = AutoTokenizer.from_pretrained(workload.hf_folder)
     sample = tokenizer(workload.texts[:2], truncation=True, max_length=workload.max_length, padding=True,

