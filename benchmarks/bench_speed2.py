@@ -204,6 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--short-rows", type=int, default=1000)
     parser.add_argument("--long-rows", type=int, default=24)
+    parser.add_argument("--head-rows", type=int, default=600, help="labelled rows the short workload's head is fitted on")
     parser.add_argument("--workloads", default="short,long")
     parser.add_argument("--long-layers", type=int, default=12,
                         help="DeBERTa layers (12: the real shape; fewer only to check the script runs)")
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
         for name in [n.strip() for n in args.workloads.split(",") if n.strip()]:
             begin = time.perf_counter()
             if name == "short":
-                workload = workloads.build_short(scratch / "minilm", args.short_rows)
+                workload = workloads.build_short(scratch / "minilm", args.short_rows, args.head_rows)
             elif name == "long":
                 shrink = {} if args.long_layers == 12 else {"num_hidden_layers": args.long_layers}
                 workload = workloads.build_long(scratch / "deberta", args.long_rows, config_overrides=shrink)
