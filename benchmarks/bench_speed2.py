@@ -62,7 +62,7 @@ from speed2_contenders import Run  # noqa: E402
 #: Per workload: pipeline batch sizes tried, fixed batch of the plain loop and of ONNX Runtime.
 SETTINGS = {
     "short": {"pipeline": (1, 8, 32), "batch": 32, "profile_rows": 64},
-    "long": {"pipeline": (1, 8), "batch": 8, "profile_rows": 8},
+    "long": {"pipeline": (1, 8), "batch": 8, "profile_rows": 4},
 }
 
 
@@ -233,8 +233,10 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit(f"unknown workload {name!r}: use short and/or long")
             print(f"{name}: checkpoint built in {time.perf_counter() - begin:.0f} s", flush=True)
             sections.append(run_workload(workload, args, scratch))
+            print("\n" + sections[-1] + "\n", flush=True)  # now, in case a later workload is cut short
     print(f"\ntotal {time.perf_counter() - started:.0f} s; load average after "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
+    print("all tables:\n")
     print("\n\n".join(sections))
 
 
