@@ -111,13 +111,15 @@ def run_plain_loop(workload: Workload, batch_size: int) -> Run:
                {"process": peak_memory_mib()})
 
 
-def run_engine(workload: Workload, autocast=True, name: str = "") -> Run:
-    """Our operator on a pandas frame in this process (the engine: sorted, token-budgeted)."""
+def run_engine(workload: Workload, autocast=True, name: str = "", batch_tokens: int | None = None) -> Run:
+    """Our operator on a pandas frame in this process (the engine: sorted, token-budgeted;
+    ``batch_tokens`` None is the library's default budget)."""
     from nemo_cls_dask import DistributedDataClassifier, engine_stats, reset_engine_stats
     from nemo_cls_dask.models.loading import get_model
 
     classifier = DistributedDataClassifier(model_identifier=str(workload.operator_folder), label_field="pred",
-                                           max_seq_length=workload.max_length, autocast=autocast)
+                                           max_seq_length=workload.max_length, autocast=autocast,
+                                           batch_tokens=batch_tokens)
     get_model(str(workload.operator_folder), None, "cpu")
     classifier(pd.DataFrame({"text": workload.texts[:2]}))
     reset_engine_stats()
