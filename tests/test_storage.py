@@ -334,7 +334,7 @@ def test_gs_without_gcsfs_and_unknown_protocols_are_named(tmp_path, head_checkpo
 
 
 def test_model_folders_stay_local(tmp_path, memory_root, varied_texts, capsys, monkeypatch):
-    """train/distill read URL inputs, but their model folder must be local (not a folder named 's3:')."""
+    """train/distill read URL inputs, but model folders and reports must be local (not a folder named 's3:')."""
     pool = tmp_path / "pool.jsonl"
     pd.DataFrame({"text": varied_texts[:4], "label": ["a", "b"] * 2}).to_json(pool, orient="records", lines=True)
     MEMORY.put(str(pool), f"{memory_root}/pool.jsonl")
@@ -342,9 +342,11 @@ def test_model_folders_stay_local(tmp_path, memory_root, varied_texts, capsys, m
     work.mkdir()
     monkeypatch.chdir(work)
     assert main(["train", f"memory://{memory_root}/pool.jsonl", "--out", "s3://bucket/model"]) == 2
-    assert "--out must be a local folder" in capsys.readouterr().err
+    assert "--out must be a local path" in capsys.readouterr().err
     assert main(["distill", f"file://{pool}", "gs://bucket/student", "--teacher", "debian-topics"]) == 2
-    assert "MODEL_OUT must be a local folder" in capsys.readouterr().err
+    assert "MODEL_OUT must be a local path" in capsys.readouterr().err
+    assert main(["classify", f"file://{pool}", "out", "--report", "s3://bucket/run.html"]) == 2
+    assert "Report path must be a local path" in capsys.readouterr().err
     assert main(["distill", f"memory://{memory_root}/pool.jsonl", "student", "--teacher", "debian-topics"]) == 2
     assert "worker processes" in capsys.readouterr().err  # distill's own cluster could not read memory://
     assert list(work.iterdir()) == []
