@@ -427,3 +427,16 @@ def test_any_missing_filesystem_package_is_named(tmp_path, head_checkpoint, no_c
     with pytest.raises(InputError, match=r"nopkg:// paths need the nemo_no_such_fs_package package.*pip install nemo_no_such_fs_package"):
         classify_files("nopkg://bucket/in", tmp_path / "out", _classifier(head_checkpoint))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_held_remote_lock_stops_a_second_run_before_any_work(tmp_path, memory_root, varied_texts, head_checkpoint,
+                                                              inprocess_client):
+    local_in = make_folder(tmp_path / "in", varied_texts, 2, files=2)
+    MEMORY.put(str(local_in), f"{memory_root}/in", recursive=True)
+    output = location(f"memory://{memory_root}/out")
+    with RemoteOutputLock(output, command="nemo-cls-dask classify first-run"):
+        with pytest.raises(OutputLockedError, match="first-run"):
+            classify_files(f"memory://{memory_root}/in", output, _classifier(head_checkpoint), client=inprocess_client)
+        assert _memory_outputs(f"{memory_root}/out") == [] and not MEMORY.exists(f"{memory_root}/out/{MANIFEST_NAME}")
+    done = classify_files(f"memory://{memory_root}/in", output, _classifier(head_checkpoint), client=inprocess_client)
+    assert len(done.written) == 2 and not done.notes  # a released lock is no takeover
