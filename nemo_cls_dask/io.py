@@ -97,7 +97,7 @@ def input_files(path: str | Path | StoragePath, storage_options: dict[str, Any] 
     if is_remote(path):
         try:
             return _input_files(path)
-        except OSError as error:  # permissions, network
+        except (OSError, ValueError) as error:  # permissions, network, a URL the store rejects
             raise InputError(f"Cannot list the input {path}: {type(error).__name__}: {error}") from error
     return _input_files(path)
 

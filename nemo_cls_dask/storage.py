@@ -181,7 +181,8 @@ def filesystem(protocol: str, storage_options: dict[str, Any] | None = None) -> 
         cls = fsspec.get_filesystem_class(protocol)
     except ImportError as error:
         known = known_implementations.get(protocol, {})
-        package = str(known.get("class", "")).split(".")[0] or "the fsspec filesystem package"
+        missing = getattr(error.__cause__, "name", None) or getattr(error, "name", None)  # sftp:// lacks paramiko, not fsspec
+        package = (missing or str(known.get("class", ""))).split(".")[0] or "the fsspec filesystem package"
         raise InputError(
             f"{protocol}:// paths need the {package} package, which is not installed: "
             f"pip install {package} ({error})."

@@ -440,3 +440,26 @@ def test_a_held_remote_lock_stops_a_second_run_before_any_work(tmp_path, memory_
         assert _memory_outputs(f"{memory_root}/out") == [] and not MEMORY.exists(f"{memory_root}/out/{MANIFEST_NAME}")
     done = classify_files(f"memory://{memory_root}/in", output, _classifier(head_checkpoint), client=inprocess_client)
     assert len(done.written) == 2 and not done.notes  # a released lock is no takeover
+
+
+class _DeniedMemory(MemoryFileSystem):
+    """A store that refuses every look-up, as a bucket without read permission does."""
+
+    protocol = ("deniedmem",)
+
+    def info(self, path, **kwargs):
+        raise PermissionError(f"access denied: {path}")
+
+    def exists(self, path, **kwargs):
+        return bool(self.info(path))
+
+
+fsspec.register_implementation("deniedmem", _DeniedMemory, clobber=True)
+
+
+def test_store_errors_are_named_before_a_cluster(tmp_path, varied_texts, head_checkpoint, no_cluster):
+    local_in = make_folder(tmp_path / "in", varied_texts, 2, files=1)
+    with pytest.raises(InputError, match="Cannot list the input deniedmem://.*PermissionError: access denied"):
+        read_frame("deniedmem://bucket/in")
+    with pytest.raises(OutputError, match="Cannot access the output deniedmem://.*PermissionError: access denied"):
+        classify_files(local_in, "deniedmem://bucket/out", _classifier(head_checkpoint))
