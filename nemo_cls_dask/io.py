@@ -17,6 +17,11 @@ the planned outputs are removed
 (:func:`~nemo_cls_dask.output_folder.remove_own_temporaries`). Readers of this package ignore names starting
 with ``.`` or ``_``, so a temporary file is never read as input either.
 
+Paths may also be fsspec URLs (``s3://``, ``gs://``, ``memory://``): reading goes through
+dask's readers with ``storage_options``, and writing through
+:func:`~nemo_cls_dask.storage.write_bytes_atomic`, whose docstring says what holds on a
+store without an atomic rename.
+
 Formats read: parquet (``.parquet``, ``.pq``), jsonl (``.jsonl``, ``.json``), csv (``.csv``)
 and tsv (``.tsv``), the text formats also gzipped (``.gz``). csv/tsv columns are read as
 text. Written: parquet and jsonl (csv/tsv input is written as parquet). In a folder, names

@@ -8,6 +8,9 @@ Which cluster each test uses, and why:
 * ``file://`` is the local disk under another name: its tests use a real ``LocalCluster``
   with a worker process, the CLI joining it with ``--scheduler``.
 * Errors that must come before a cluster starts run with cluster start-up patched to fail.
+* Reader, lock, writer-failure and train tests need no cluster: they run in this process
+  (dask's synchronous or threaded scheduler), which sees memory://.
+* The cluster fixtures are per test, and no test takes both: one cluster at a time.
 
 Float columns are compared exactly: the URL and the plain-path run of a test use the same
 cluster, the same fp32 model and the same partitions, so the same arithmetic.
@@ -46,10 +49,7 @@ MEMORY = fsspec.filesystem("memory")
 
 @pytest.fixture
 def process_client():
-    """A real cluster with one worker process (for file:// and for refusing memory://).
-
-    Both cluster fixtures are per test and no test takes both: one cluster at a time.
-    """
+    """A real cluster with one worker process (for file:// and for refusing memory://)."""
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, Client(cluster) as client:
         yield client
 
