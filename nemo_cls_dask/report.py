@@ -31,6 +31,7 @@ import pyarrow as pa
 
 from . import frames
 from .errors import InputError
+from .storage import AnyPath, local_path, location
 
 __all__ = ["check_report_path", "write_report", "write_run_report"]
 
@@ -77,7 +78,7 @@ def write_report(
     existing file is replaced when it is a report this function wrote, any other file only
     with ``overwrite=True``. The file is written atomically.
     """
-    path = Path(path)
+    path = local_path(path, "Report path")
     check_report_path(path, overwrite)
     fields = {"label_field": label_field, "score_field": score_field, "truth_field": truth_field}
     _check_columns(frame, fields)
@@ -101,29 +102,31 @@ def write_run_report(result: Any, path: str | os.PathLike[str], *, label_field: 
     Reads only the label, score and truth columns of every complete output (written now or
     kept from an earlier run); the timeline is this run's. Returns the page's path.
     """
-    path = Path(path)
+    path = local_path(path, "Report path")
     check_report_path(path, overwrite)
     columns = [c for c in dict.fromkeys((label_field, score_field, truth_field)) if c is not None]
     targets = [outcome.target for outcome in result.files if outcome.status in ("written", "skipped")]
     if not targets:
         raise InputError(f"No output file to report on under {result.output}.")
-    frame = pd.concat([_read_output_columns(Path(target), columns) for target in targets], ignore_index=True)
+    frame = pd.concat([_read_output_columns(location(target), columns) for target in targets], ignore_index=True)
     return write_report(frame, path, label_field=label_field, score_field=score_field, truth_field=truth_field,
                         labels=labels, timeline=result.timeline or None, title=title, overwrite=overwrite)
 
 
-def _read_output_columns(target: Path, columns: list[str]) -> pd.DataFrame:
-    """Just ``columns`` of one output file (parquet: only those columns are read)."""
+def _read_output_columns(target: AnyPath, columns: list[str]) -> pd.DataFrame:
+    """Just ``columns`` of one output file (parquet: only those columns are read), local or remote."""
     if target.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        available = pq.read_schema(target).names
-        missing = [c for c in columns if c not in available]
-        if missing:
-            raise InputError(f"{target} has no column(s) {missing} for the report; columns: {available}")
-        # ignore_metadata: pandas cannot rebuild list<float> dtypes from the files' pandas metadata
-        return pq.read_table(target, columns=columns).to_pandas(ignore_metadata=True)
-    frame = pd.read_json(target, lines=True, dtype=False)
+        with target.open("rb") as handle:
+            available = pq.read_schema(handle).names
+            missing = [c for c in columns if c not in available]
+            if missing:
+                raise InputError(f"{target} has no column(s) {missing} for the report; columns: {available}")
+            # ignore_metadata: pandas cannot rebuild list<float> dtypes from the files' pandas metadata
+            return pq.read_table(handle, columns=columns).to_pandas(ignore_metadata=True)
+    with target.open("rb") as handle:
+        frame = pd.read_json(handle, lines=True, dtype=False)
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise InputError(f"{target} has no column(s) {missing} for the report; columns: {list(frame.columns)}")
@@ -136,7 +139,7 @@ def check_report_path(path: str | os.PathLike[str], overwrite: bool = False) -> 
     Call it before long work starts (the CLI does, before the cluster): an existing file is
     replaced only when it is a report this module wrote, or with ``overwrite``.
     """
-    path = Path(path)
+    path = local_path(path, "Report path")
     if path.is_symlink():
         raise InputError(f"Report path {path} is a symbolic link; give the path of a regular file (links are not followed).")
     if path.is_dir():
