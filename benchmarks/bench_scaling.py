@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +40,13 @@ import torch
 _spec = importlib.util.spec_from_file_location("bench_inference", Path(__file__).with_name("bench_inference.py"))
 bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cloudpickle  # noqa: E402
+import speed2_contenders  # noqa: E402
+from speed2_contenders import peak_memory_mib, reset_peak_memory  # noqa: E402
+
+cloudpickle.register_pickle_by_value(speed2_contenders)  # workers cannot import benchmarks/ files
 
 
 def build_thin_checkpoint(folder: Path) -> Path:
@@ -59,25 +67,6 @@ def build_thin_checkpoint(folder: Path) -> Path:
     return folder
 
 
-def reset_peak_rss() -> None:
-    """Reset this process's peak RSS (``VmHWM``; Linux ``clear_refs`` 5)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
-def peak_rss_mib() -> float:
-    """This process's peak RSS since the last reset, in MiB (0 where ``/proc`` is missing)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
 def measure(client, folder: Path, texts: list[str], partition_rows: int) -> tuple[float, float]:
     """Warm seconds of one full compute (a first compute loads the model on every worker),
     and the largest worker's peak RSS during it (flat across sizes = memory does not grow)."""
@@ -88,13 +77,13 @@ def measure(client, folder: Path, texts: list[str], partition_rows: int) -> tupl
     classifier = DistributedDataClassifier(model_identifier=str(folder), label_field="pred")
     frame = dd.from_pandas(pd.DataFrame({"text": texts}), npartitions=max(2, len(texts) // partition_rows), sort=False)
     client.compute(classifier(frame.partitions[:2])).result()  # load the model on both workers
-    client.run(reset_peak_rss)
+    client.run(reset_peak_memory)
     start = time.perf_counter()
     out = client.compute(classifier(frame)).result()
     seconds = time.perf_counter() - start
     if len(out) != len(texts) or not out.index.equals(frame.index.compute()):
         raise SystemExit("rows were lost or reordered")
-    return seconds, max(client.run(peak_rss_mib).values())
+    return seconds, max(client.run(peak_memory_mib).values())
 
 
 def main() -> None:
