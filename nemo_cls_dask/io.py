@@ -243,8 +243,11 @@ class FileJob:
 
     @property
     def done(self) -> bool:
-        """True when the output exists as a regular file: written atomically, so it is complete."""
-        return self.target.is_file() and not self.target.is_symlink()
+        """True when the output exists as a regular file (written atomically, so complete), or
+        as a complete folder of parts (:mod:`nemo_cls_dask.output_parts`)."""
+        from .output_parts import is_parts_folder
+
+        return (self.target.is_file() and not self.target.is_symlink()) or is_parts_folder(self.target)
 
 
 def plan_files(source: str | Path, output: str | Path, fmt: str | None = None) -> list[FileJob]:
