@@ -13,6 +13,7 @@ by up to ``FP32_ATOL`` (summation order) and labels are compared with
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pandas as pd
@@ -156,6 +157,26 @@ def test_parts_of_an_unfinished_run_count_for_the_settings_check(big_input, tmp_
     (output / ".big.parquet.parts" / "part.00000.parquet").unlink()
     with pytest.raises(InputError, match="other settings"):
         classify_files(big_input, output, classifier(hf_checkpoint), client=client, part_rows=PART_ROWS)
+
+
+def test_cli_part_rows_and_the_report_read_every_part(big_input, tmp_path, head_checkpoint, client, capsys):
+    from nemo_cls_dask.cli import main
+
+    output, report = tmp_path / "out", tmp_path / "run.html"
+    argv = ["classify", str(big_input), str(output), "--model", str(head_checkpoint), "--truth-field", "truth",
+            "--scheduler", client.scheduler.address, "--part-rows", str(PART_ROWS), "--report", str(report)]
+    assert main(argv) == 0
+    assert f"wrote {output / 'big.parquet'} ({ROWS} rows in 5 part(s))" in capsys.readouterr().out
+    back = pd.read_parquet(output / "big.parquet")
+    page = report.read_text(encoding="utf-8")
+
+    def table_value(name):
+        match = re.search(rf"<td>{re.escape(name)}</td><td[^>]*>([^<]*)</td>", page)
+        assert match, f"no table row {name!r}"
+        return match.group(1)
+
+    assert table_value("rows") == str(ROWS)  # every part read back
+    assert table_value("accuracy, all rows with a true label") == f"{(back['preds'] == back['truth']).mean():.3f}"
 
 
 # ---------------------------------------------------------------------------- reading parts (no cluster)
