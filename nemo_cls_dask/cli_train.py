@@ -15,10 +15,9 @@ import shutil
 import sys
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
-from .cli.options import add_engine_options, add_overwrite, add_text_field, autocast_value
+from .cli.options import add_engine_options, add_overwrite, add_storage_options, add_text_field, autocast_value
 from .errors import NemoClsDaskError
 
 
@@ -41,8 +40,8 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         "chosen per mode (--frozen-backbone or full fine-tune) and data size; the values used are printed.",
         formatter_class=_DefaultsHelpFormatter,
     )
-    train.add_argument("input", help="training data: jsonl/parquet file or folder")
-    train.add_argument("--out", required=True, help="folder to save the classifier to")
+    train.add_argument("input", help="training data: jsonl/parquet file or folder, or its URL (s3://, gs://, file://)")
+    train.add_argument("--out", required=True, help="local folder to save the classifier to")
     add_text_field(train)
     train.add_argument("--label-field", default="label", help="label column (regression: comma-separated target columns)")
     train.add_argument("--problem", default="single_label", choices=["single_label", "multi_label", "regression"],
@@ -80,6 +79,7 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="seed of the head, dropout, shuffling and validation split")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     add_overwrite(train, "replace an existing --out folder")
+    add_storage_options(train)
     train.set_defaults(command="train", run=run_train)
     return train
 
@@ -144,17 +144,20 @@ def run_train(args: argparse.Namespace) -> int:
 
     Errors of this package are printed to stderr (exit code 2), as by ``classify``.
     """
+    from .cli.options import storage_options
     from .io import read_frame
+    from .storage import local_folder
     from .train.defaults import NearChanceWarning
 
     try:
-        out = Path(args.out)
+        out = local_folder(args.out, "--out")
         if out.exists() and (out.is_file() or any(out.iterdir())):
             if not args.overwrite:
                 raise NemoClsDaskError(f"Output {out} already exists; pass --overwrite to replace it.")
             shutil.rmtree(out) if out.is_dir() else out.unlink()
-        frame = read_frame(args.input)
-        validation = read_frame(args.validation) if args.validation else None
+        options = storage_options(args)
+        frame = read_frame(args.input, storage_options=options)
+        validation = read_frame(args.validation, storage_options=options) if args.validation else None
         if args.in_memory:
             frame = frame.compute()
             validation = validation.compute() if validation is not None else None

@@ -23,6 +23,9 @@ What a run guarantees (see :mod:`nemo_cls_dask.io` and :mod:`nemo_cls_dask.outpu
 * every input is checked (format, columns from the file's metadata) before a cluster
   starts; one unreadable or different file is reported as failed, the others are written;
 * the result records per-file status, throughput, padding, label counts and a timeline.
+
+``source`` and ``output`` may be fsspec URLs (``s3://``, ``gs://``, ``memory://``...; see
+:mod:`nemo_cls_dask.storage` for what each store guarantees instead of ``os.replace``).
 """
 
 from __future__ import annotations
@@ -33,13 +36,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .errors import InputError, NemoClsDaskError
 from .io import FileJob, plan_files
 from .manifest import MANIFEST_NAME, check_manifest, run_record, write_manifest
-from .output_folder import OutputError, OutputLock, check_targets, remove_own_temporaries
+from .output_folder import OutputError, OutputLock, RemoteOutputLock, check_targets, lock_output, remove_own_temporaries
 from .output_parts import (
     DEFAULT_PART_ROWS,
     FileAssembly,
@@ -51,6 +53,7 @@ from .output_parts import (
     split_large_files,
     write_units,
 )
+from .storage import AnyPath, in_process_only, is_remote, location
 
 DEFAULT_MODEL = "debian-topics"
 
@@ -63,8 +66,8 @@ TimelinePoint = tuple[float, int, "float | None"]
 class FileOutcome:
     """What happened to one input file: ``status`` is ``"written"``, ``"skipped"`` or ``"failed"``."""
 
-    source: Path
-    target: Path
+    source: AnyPath
+    target: AnyPath
     status: str
     rows: int | None = None  # rows written in this run
     seconds: float | None = None  # from the first task sent to this file written
@@ -82,7 +85,7 @@ class ClassifyFilesResult:
     """
 
     files: list[FileOutcome]
-    output: Path
+    output: AnyPath
     rows: int = 0
     seconds: float = 0.0
     total_seconds: float = 0.0
@@ -96,7 +99,7 @@ class ClassifyFilesResult:
     truth_counts: dict[Any, int] = field(default_factory=dict)
     known_labels: tuple[Any, ...] | None = None
     timeline: list[TimelinePoint] = field(default_factory=list)
-    removed_temporaries: list[Path] = field(default_factory=list)
+    removed_temporaries: list[AnyPath] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     #: Partitions the classifiers saw: ``"pandas"`` or ``"cudf"``.
     backend: str = "pandas"
@@ -166,6 +169,7 @@ def classify_files(
     progress: bool | None = None,
     echo: Callable[[str], None] | None = None,
     part_rows: int = DEFAULT_PART_ROWS,
+    storage_options: dict[str, Any] | None = None,
 ) -> ClassifyFilesResult:
     """Classify every data file at ``source`` into its own file under the folder ``output``.
 
@@ -173,9 +177,12 @@ def classify_files(
     ----------
     source
         A jsonl/parquet/csv/tsv file, or a folder searched recursively (names starting with
-        ``.`` or ``_`` and hidden folders are skipped).
+        ``.`` or ``_`` and hidden folders are skipped). A local path or an fsspec URL
+        (``file://``, ``s3://``, ``gs://``, ``memory://``...; :mod:`nemo_cls_dask.storage`).
     output
-        The output folder (created; never a file; must not overlap ``source``).
+        The output folder (created; never a file; must not overlap ``source``); a local
+        path or an fsspec URL. ``memory://`` is seen only by this Python process: it needs
+        a ``client`` whose workers run in this process (``LocalCluster(processes=False)``).
     classifiers
         One :class:`~nemo_cls_dask.DistributedDataClassifier` or a list of them, run in one
         pass (default: the packaged ``debian-topics`` model).
@@ -208,6 +215,9 @@ def classify_files(
         output name (``big.parquet/part.00000.parquet`` ...), each part by its own task and
         resumed per part; bounds a writer's memory to one part
         (:mod:`nemo_cls_dask.output_parts`).
+    storage_options
+        Options for the filesystem of URL paths (e.g. ``{"anon": True}`` or
+        ``{"profile": "prod"}`` for s3fs), used to read and to write; refused with local paths.
 
     Raises :class:`~nemo_cls_dask.errors.NemoClsDaskError` for problems found before any
     work starts (bad paths, an unusable model, no readable input, a locked output folder).
@@ -219,11 +229,19 @@ def classify_files(
     started = time.perf_counter()
     say = echo or (lambda line: None)
     classifiers = _classifier_list(classifiers)
-    source, output = Path(source).expanduser(), Path(output).expanduser()
+    source, output = location(source, storage_options), location(output, storage_options)
     check_output_folder(source, output)
     cluster = dict(cluster or {})
     if client is None:
         check_cluster_options(**cluster)
+    in_process = [str(path) for path in (source, output) if in_process_only(path)]
+    if in_process and client is None and not (cluster.get("address") or cluster.get("scheduler_file")):
+        raise InputError(
+            f"{in_process[0]} lives in this Python process's memory, which the worker processes of a new "
+            "cluster cannot see; pass client= with workers in this process (LocalCluster(processes=False))."
+        )
+    if in_process and client is not None:
+        _check_workers_in_this_process(client, in_process[0])
     check_backend(backend)
     jobs = plan_files(source, output, output_format)
     check_targets([job.target for job in jobs], source, output)
@@ -271,6 +289,8 @@ def classify_files(
 
                 client = get_client(**cluster)
             try:
+                if in_process and own_client:  # joined by address: its workers are known only now
+                    _check_workers_in_this_process(client, in_process[0])
                 _run(client, pending, units, classifiers, result, encoding_errors, progress, say, backend)
             finally:
                 if own_client:
@@ -288,14 +308,14 @@ def _required_columns(classifiers: Sequence[Any], truth_field: str | None) -> li
     return sorted({name for name in names if name})
 
 
-def check_inputs(jobs: Sequence[FileJob], required: Sequence[str], encoding_errors: str = "strict") -> dict[Path, str]:
+def check_inputs(jobs: Sequence[FileJob], required: Sequence[str], encoding_errors: str = "strict") -> dict[AnyPath, str]:
     """``{target: problem}`` for the jobs whose input cannot be read or lacks a required column.
 
     Reads only metadata (parquet) or the first line (text formats) of each file.
     """
     from .io import check_columns
 
-    problems: dict[Path, str] = {}
+    problems: dict[AnyPath, str] = {}
     for job in jobs:
         try:
             check_columns(job.source, required, encoding_errors)
@@ -317,8 +337,23 @@ def _classifier_list(classifiers: Any) -> list[Any]:
     return classifiers
 
 
-def check_output_folder(source: Path, output: Path) -> None:
+def _check_workers_in_this_process(client: Any, where: str) -> None:
+    """Refuse a cluster whose workers run in other processes than this one (they cannot see ``memory://``)."""
+    pids = set(client.run(os.getpid).values())
+    if pids != {os.getpid()}:
+        raise InputError(
+            f"{where} lives in this Python process's memory, but the cluster's workers run in other processes "
+            "(nothing was read or written); use a cluster with workers in this process (LocalCluster(processes=False))."
+        )
+
+
+def check_output_folder(source: AnyPath, output: AnyPath) -> None:
     """Refuse an output that is a file or a link to one (never replaced by a folder) or overlaps the input."""
+    if is_remote(output) or is_remote(source):
+        if is_remote(output) and output.exists() and not output.is_dir():
+            raise OutputError(f"Output {output} is a file, not a folder; give a folder (a file is never replaced by a folder).")
+        check_targets([], source, output)  # the overlap rule, on the same store
+        return
     if output.is_symlink() and not output.is_dir():
         raise OutputError(f"Output {output} is a link to {os.readlink(output)}, not a folder; give a folder (nothing was changed).")
     if output.exists() and not output.is_dir():
@@ -328,11 +363,11 @@ def check_output_folder(source: Path, output: Path) -> None:
         raise OutputError(f"Output {output} overlaps the input {source}; choose another output folder.")
 
 
-def _lock(output: Path) -> OutputLock:
+def _lock(output: AnyPath) -> OutputLock | RemoteOutputLock:
     """Create the output folder and lock it for this run (write errors come before any compute)."""
     try:
         output.mkdir(parents=True, exist_ok=True)
-        return OutputLock(output).acquire()
+        return lock_output(output).acquire()
     except OutputError:
         raise
     except OSError as error:
@@ -409,7 +444,7 @@ def _run(
     for job in assembly.ready:  # a large file whose parts were all written by an earlier run
         file_done(job)
     waiting: dict[str, tuple[str, WriteUnit, int]] = {}  # future key -> (kind, unit, partition)
-    parts_of: dict[Path, list[Any]] = {}
+    parts_of: dict[AnyPath, list[Any]] = {}
     futures = []
     for unit in units:
         job = unit.job
@@ -426,7 +461,7 @@ def _run(
         parts = client.compute(classified.to_delayed())
         counts = client.map(len, parts, key=[f"rows-{part.key}" for part in parts])
         write = client.submit(
-            write_file_result, parts, str(unit.target), job.output_format, label_column, truth_field,
+            write_file_result, parts, unit.target, job.output_format, label_column, truth_field,
             key=f"write-{unit.target.name}-{dask.base.tokenize(str(unit.target), classified)}",
         )
         parts_of[unit.target] = parts
@@ -494,7 +529,7 @@ def _total_rows(units: Sequence[WriteUnit], classifiers: Sequence[Any]) -> int |
 
 
 def describe_failure(
-    path: Path,
+    path: AnyPath,
     error: BaseException | None,
     *,
     where: str | None = None,

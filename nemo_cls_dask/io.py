@@ -34,13 +34,14 @@ reads such bytes as U+FFFD instead.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import dask
 import dask.dataframe as dd
@@ -50,6 +51,7 @@ import pyarrow as pa
 from .errors import InputError
 from .frames import concat_frames, on_backend, to_pandas_frame
 from .output_folder import OutputError, temporary_name  # noqa: F401  (OutputError: io was its first home)
+from .storage import AnyPath, StoragePath, is_remote, location, read_options, write_bytes_atomic
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
@@ -62,7 +64,7 @@ FORMATS = ("parquet", "jsonl")  # written
 ENCODING_ERRORS = ("strict", "replace")
 
 
-def _suffix(path: Path) -> str:
+def _suffix(path: AnyPath) -> str:
     name = path.name.lower()
     for suffixes in INPUT_SUFFIXES.values():
         for suffix in suffixes:
@@ -71,13 +73,13 @@ def _suffix(path: Path) -> str:
     return path.suffix.lower()
 
 
-def file_format(path: str | Path) -> str | None:
+def file_format(path: str | Path | StoragePath) -> str | None:
     """``"parquet"``, ``"jsonl"``, ``"csv"`` or ``"tsv"`` from the name of ``path``; None for others."""
-    suffix = _suffix(Path(path))
+    suffix = _suffix(path if is_remote(path) else Path(path))
     return next((kind for kind, suffixes in INPUT_SUFFIXES.items() if suffix in suffixes), None)
 
 
-def has_data_suffix(path: str | Path) -> bool:
+def has_data_suffix(path: str | Path | StoragePath) -> bool:
     """True when ``path`` ends like a data file this package reads."""
     return file_format(path) is not None
 
@@ -86,20 +88,23 @@ def _hidden(relative: Path) -> bool:
     return any(part.startswith((".", "_")) for part in relative.parts)
 
 
-def input_files(path: str | Path) -> tuple[list[Path], str]:
+def input_files(path: str | Path | StoragePath, storage_options: dict[str, Any] | None = None) -> tuple[list[AnyPath], str]:
     """The data files at ``path`` (a file, or a folder searched recursively) and their format.
 
-    In a folder, names starting with ``.`` or ``_`` (temporary files, ``_SUCCESS`` markers)
-    are ignored, and so is everything inside folders so named (``.git/``, ``_tmp/``).
+    ``path`` may be an fsspec URL (:mod:`nemo_cls_dask.storage`; ``storage_options`` go to
+    its filesystem). In a folder, names starting with ``.`` or ``_`` (temporary files,
+    ``_SUCCESS`` markers) are ignored, and so is everything inside folders so named
+    (``.git/``, ``_tmp/``).
     """
-    path = Path(path).expanduser()
+    path = location(path, storage_options)
     if not path.exists():
         raise InputError(f"Input {path} does not exist.")
     if path.is_file():
         if file_format(path) is None:
             raise InputError(f"{path} is not a data file this package reads; it reads {READ_FORMATS_TEXT}.")
         return [path], str(file_format(path))
-    files = sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p.relative_to(path)))
+    found_files = path.files() if is_remote(path) else (p for p in path.rglob("*") if p.is_file())
+    files = sorted(p for p in found_files if not _hidden(p.relative_to(path)))
     kinds = {kind: [p for p in files if file_format(p) == kind] for kind in INPUT_SUFFIXES}
     found = {kind: paths for kind, paths in kinds.items() if paths}
     if len(found) > 1:
@@ -112,28 +117,26 @@ def input_files(path: str | Path) -> tuple[list[Path], str]:
     return paths, kind
 
 
-def file_columns(path: str | Path, encoding_errors: str = "strict") -> list[str]:
+def file_columns(path: str | Path | StoragePath, encoding_errors: str = "strict") -> list[str]:
     """The column names of one data file, read from its metadata (parquet) or first line.
 
     Raises :class:`InputError` naming the file when it is empty, cannot be read, or is not
     of its suffix's format. Reads no data beyond the first line of a text file.
     """
-    import gzip
-
-    path = Path(path)
-    kind = file_format(path)
+    path = location(path)
+    kind = file_format(path.name)
     if kind is None:
         raise InputError(f"{path} is not a data file this package reads; it reads {READ_FORMATS_TEXT}.")
     try:
-        if path.stat().st_size == 0:
+        if (path.size() if is_remote(path) else path.stat().st_size) == 0:
             raise InputError(f"{path} is empty (0 bytes).")
         if kind == "parquet":
             import pyarrow.parquet as pq
 
-            schema = pq.read_schema(path)
+            with path.open("rb") as handle:
+                schema = pq.read_schema(handle)
             return [name for name in schema.names if not name.startswith("__index_level_")]
-        opener = gzip.open if path.name.lower().endswith(".gz") else open
-        with opener(path, "rb") as handle:  # bytes: only the first line is decoded
+        with _open_bytes(path) as handle:  # bytes: only the first line is decoded
             raw = next((line for line in handle if line.strip()), None)
         if raw is None:
             raise InputError(f"{path} is empty (no rows).")
@@ -159,7 +162,20 @@ def file_columns(path: str | Path, encoding_errors: str = "strict") -> list[str]
         raise InputError(f"{path} cannot be read as {kind}: {type(error).__name__}: {error}") from error
 
 
-def check_columns(path: str | Path, required: Sequence[str], encoding_errors: str = "strict") -> None:
+@contextlib.contextmanager
+def _open_bytes(path: AnyPath) -> Iterator[IO[bytes]]:
+    """``path`` opened for reading bytes, gunzipped when its name ends with ``.gz`` (local or remote)."""
+    import gzip
+
+    with path.open("rb") as raw:
+        if path.name.lower().endswith(".gz"):
+            with gzip.open(raw, "rb") as unzipped:
+                yield unzipped
+        else:
+            yield raw
+
+
+def check_columns(path: str | Path | StoragePath, required: Sequence[str], encoding_errors: str = "strict") -> None:
     """Raise :class:`InputError` naming ``path`` when it cannot be read or lacks a ``required`` column."""
     columns = file_columns(path, encoding_errors)
     missing = [name for name in required if name not in columns]
@@ -174,8 +190,12 @@ def read_frame(
     min_partitions: int = 1,
     encoding_errors: str = "strict",
     backend: str = "pandas",
+    storage_options: dict[str, Any] | None = None,
 ) -> dd.DataFrame:
     """Read parquet, jsonl, csv or tsv file(s) at ``path`` as a dask DataFrame.
+
+    ``path`` may be an fsspec URL; ``storage_options`` go to its filesystem (see
+    :mod:`nemo_cls_dask.storage`).
 
     Small inputs are split into at least ``min_partitions`` partitions so every worker
     has work. ``encoding_errors`` (text formats only): ``"strict"`` fails on invalid UTF-8,
@@ -188,16 +208,17 @@ def read_frame(
     if backend not in ("pandas", "cudf"):
         raise InputError(f"backend must be 'pandas' or 'cudf' here, got {backend!r}.")
     with dask.config.set({"dataframe.backend": "pandas"}):
-        frame = _read_on_host(path, blocksize, encoding_errors)
+        frame = _read_on_host(location(path, storage_options), blocksize, encoding_errors)
     if frame.npartitions < min_partitions:
         frame = frame.repartition(npartitions=min_partitions)
     return on_backend(frame, backend)
 
 
-def _read_on_host(path: str | Path, blocksize: str | int | None, encoding_errors: str) -> dd.DataFrame:
+def _read_on_host(path: AnyPath, blocksize: str | int | None, encoding_errors: str) -> dd.DataFrame:
     files, kind = input_files(path)
+    remote = {"storage_options": read_options(files[0])} if is_remote(files[0]) else {}
     if kind == "parquet":
-        frame = dd.read_parquet([str(p) for p in files])
+        frame = dd.read_parquet([str(p) for p in files], **remote)
     elif kind in ("csv", "tsv"):
         compression = "gzip" if str(files[0]).lower().endswith(".gz") else None
         frame = dd.read_csv(
@@ -207,6 +228,7 @@ def _read_on_host(path: str | Path, blocksize: str | int | None, encoding_errors
             blocksize=None if compression else blocksize,
             compression=compression,
             encoding_errors=encoding_errors,
+            **remote,
         )
     else:
         compression = "gzip" if str(files[0]).endswith(".gz") else None
@@ -219,6 +241,7 @@ def _read_on_host(path: str | Path, blocksize: str | int | None, encoding_errors
                 blocksize=None if compression else blocksize,
                 compression=compression,
                 errors=encoding_errors,
+                **remote,
             )
     return frame
 
@@ -239,8 +262,8 @@ def output_format(path: str | Path, requested: str | None = None) -> str:
 class FileJob:
     """One input file and the output file it becomes."""
 
-    source: Path
-    target: Path
+    source: AnyPath
+    target: AnyPath
     input_format: str
     output_format: str
 
@@ -253,20 +276,20 @@ class FileJob:
         return (self.target.is_file() and not self.target.is_symlink()) or is_parts_folder(self.target)
 
 
-def plan_files(source: str | Path, output: str | Path, fmt: str | None = None) -> list[FileJob]:
+def plan_files(source: str | Path | StoragePath, output: str | Path | StoragePath, fmt: str | None = None) -> list[FileJob]:
     """Pair every input file at ``source`` with its output file under the folder ``output``.
 
     The relative path is kept and the suffix follows the output format (``fmt``; default:
-    the input's format).
+    the input's format). Either may be an fsspec URL or :class:`~nemo_cls_dask.storage.StoragePath`.
     """
-    source, output = Path(source).expanduser(), Path(output).expanduser()
+    source, output = location(source), location(output)
     if fmt is not None and fmt not in FORMATS:
         raise InputError(f"Output format must be 'parquet' or 'jsonl', got {fmt!r}.")
     files, kind = input_files(source)
     root = source if source.is_dir() else source.parent
     out_format = fmt or (kind if kind in FORMATS else "parquet")
     jobs: list[FileJob] = []
-    seen: dict[Path, Path] = {}
+    seen: dict[AnyPath, AnyPath] = {}
     for file in files:
         relative = file.relative_to(root)
         stem = relative.name[: len(relative.name) - len(_suffix(file))] or relative.name
@@ -312,22 +335,22 @@ def write_parquet(frame: pd.DataFrame, path: str | Path) -> None:
     pq.write_table(readable_pandas_metadata(pa.Table.from_pandas(frame, preserve_index=True)), path)
 
 
-def write_atomic(frame: pd.DataFrame, target: str | Path, fmt: str) -> Path:
+def write_atomic(frame: pd.DataFrame, target: str | Path | StoragePath, fmt: str) -> AnyPath:
     """Write a pandas frame to ``target`` so that the final name only ever holds a complete file.
 
-    Raises :class:`OutputError` naming the path when the folder cannot be created or
-    written (permissions, disk full, a file where a folder should be).
+    On another store than the local disk (a :class:`~nemo_cls_dask.storage.StoragePath`),
+    the file is built in memory and written by
+    :func:`~nemo_cls_dask.storage.write_bytes_atomic` (what that guarantees per store is
+    said there). Raises :class:`OutputError` naming the path when the folder cannot be
+    created or written (permissions, disk full, a file where a folder should be).
     """
+    if is_remote(target):
+        return _write_remote(frame, target, fmt)
     target = Path(target)
     temp = temporary_name(target, uuid.uuid4().hex[:12])  # same folder, so os.replace is atomic
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        if fmt == "parquet":
-            write_parquet(frame, temp)
-        elif fmt == "jsonl":
-            _jsonable(frame).to_json(temp, orient="records", lines=True, force_ascii=False, date_format="iso")
-        else:
-            raise InputError(f"Output format must be 'parquet' or 'jsonl', got {fmt!r}.")
+        _serialize(frame, temp, fmt)
         with open(temp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(temp, target)
@@ -340,6 +363,29 @@ def write_atomic(frame: pd.DataFrame, target: str | Path, fmt: str) -> Path:
     return target
 
 
+def _serialize(frame: pd.DataFrame, destination: Any, fmt: str) -> None:
+    """Write ``frame`` as ``fmt`` to a local path or a binary buffer (the same bytes either way)."""
+    if fmt == "parquet":
+        write_parquet(frame, destination)
+    elif fmt == "jsonl":
+        _jsonable(frame).to_json(destination, orient="records", lines=True, force_ascii=False, date_format="iso")
+    else:
+        raise InputError(f"Output format must be 'parquet' or 'jsonl', got {fmt!r}.")
+
+
+def _write_remote(frame: pd.DataFrame, target: StoragePath, fmt: str) -> StoragePath:
+    """Serialize ``frame`` in memory, then write it under ``target`` with one upload and a copy."""
+    import io as _bytes_io
+
+    buffer = _bytes_io.BytesIO()
+    _serialize(frame, buffer, fmt)
+    try:
+        write_bytes_atomic(target, buffer.getvalue())
+    except OSError as error:
+        raise OutputError(f"Cannot write {target}: {error.strerror or error}") from error
+    return target
+
+
 def _unlink_quietly(path: Path) -> None:
     try:
         path.unlink(missing_ok=True)
@@ -349,7 +395,7 @@ def _unlink_quietly(path: Path) -> None:
 
 def write_file_result(
     parts: Sequence[pd.DataFrame],
-    target: str,
+    target: str | Path | StoragePath,
     fmt: str,
     label_column: str,
     truth_field: str | None = None,
@@ -361,7 +407,7 @@ def write_file_result(
     frame = to_pandas_frame(concat_frames(parts))  # pandas or cuDF partitions; written from the host
     write_atomic(frame, target, fmt)
     labels = frame[label_column]
-    summary: dict[str, Any] = {"target": target, "rows": len(frame), "labels": _counts(labels)}
+    summary: dict[str, Any] = {"target": str(target), "rows": len(frame), "labels": _counts(labels)}
     if truth_field is not None:
         summary["correct"] = int((labels.astype(object) == frame[truth_field].astype(object)).sum())
         summary["truth"] = _counts(frame[truth_field].dropna())
@@ -378,13 +424,12 @@ def _counts(series: pd.Series) -> dict[Any, int]:
     return counts
 
 
-def find_invalid_utf8(path: str | Path) -> tuple[int, int] | None:
+def find_invalid_utf8(path: str | Path | StoragePath) -> tuple[int, int] | None:
     """``(line, byte offset)`` of the first invalid UTF-8 byte in a (gzipped) text file, or None."""
-    path = Path(path)
-    opener = __import__("gzip").open if path.name.endswith(".gz") else open
+    path = location(path)
     line = 1
     offset = 0
-    with opener(path, "rb") as handle:
+    with _open_bytes(path) as handle:
         for raw in handle:
             try:
                 raw.decode("utf-8")

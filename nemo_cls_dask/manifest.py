@@ -18,13 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .errors import InputError
-from .output_folder import temporary_name
+from .storage import AnyPath, write_bytes_atomic
 
 MANIFEST_NAME = "_nemo_cls_dask.json"
 SPEED_ONLY = frozenset({"batch_tokens", "max_batch_rows", "device", "cache_dir", "sort_by_length", "padding_side"})
@@ -86,7 +85,7 @@ def run_record(classifiers: Sequence[Any], output_format: str | None) -> dict[st
     return {"package_version": __version__, "output_format": output_format, "classifiers": records}
 
 
-def read_manifest(output: Path) -> dict[str, Any] | None:
+def read_manifest(output: AnyPath) -> dict[str, Any] | None:
     path = output / MANIFEST_NAME
     if not path.is_file() or path.is_symlink():
         return None
@@ -120,7 +119,7 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return lines
 
 
-def check_manifest(output: Path, record: dict[str, Any], existing_outputs: int, overwrite: bool) -> None:
+def check_manifest(output: AnyPath, record: dict[str, Any], existing_outputs: int, overwrite: bool) -> None:
     """Refuse to resume into outputs made with other (or unknown) settings unless ``overwrite``."""
     if overwrite or existing_outputs == 0:
         return
@@ -140,15 +139,10 @@ def check_manifest(output: Path, record: dict[str, Any], existing_outputs: int, 
         )
 
 
-def write_manifest(output: Path, record: dict[str, Any]) -> Path:
-    """Write the manifest atomically (a reader never sees half of it)."""
+def write_manifest(output: AnyPath, record: dict[str, Any]) -> AnyPath:
+    """Write the manifest atomically (a reader never sees half of it; see :func:`~nemo_cls_dask.storage.write_bytes_atomic`)."""
     path = output / MANIFEST_NAME
     if path.is_symlink():
         raise InputError(f"{path} is a link; remove it (this run never writes through links).")
-    temp = temporary_name(path, uuid.uuid4().hex[:12])
-    try:
-        temp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
+    write_bytes_atomic(path, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
     return path

@@ -58,6 +58,7 @@ import pandas as pd
 from .errors import InputError
 from .io import FileJob
 from .output_folder import OutputError, temporary_name
+from .storage import is_remote
 
 #: Rows per output part, and the size above which an input file is split. At 50,000 rows a
 #: part of 2,000-character documents is about 100 MB of text; resume loses at most one part.
@@ -105,15 +106,17 @@ class PartedFileJob(FileJob):
 
 def is_parts_folder(path: Path) -> bool:
     """True when ``path`` is a complete parts folder this module installed (not a link)."""
+    if is_remote(path):
+        return False  # parts are written on local disks only (see split_large_files)
     plan = path / PLAN_NAME
     return path.is_dir() and not path.is_symlink() and plan.is_file() and not plan.is_symlink()
 
 
-def output_files(target: str | os.PathLike) -> list[Path]:
+def output_files(target: Any) -> list[Any]:
     """The files that make up one output, in row order: the file itself, or its parts."""
+    if is_remote(target) or not Path(target).is_dir():
+        return [target]  # type: ignore[list-item]
     target = Path(target)
-    if not target.is_dir():
-        return [target]
     return sorted(p for p in target.iterdir() if _PART_NAME.fullmatch(p.name) and p.is_file())
 
 
@@ -122,12 +125,14 @@ def split_large_files(jobs: Sequence[FileJob], part_rows: int = DEFAULT_PART_ROW
 
     Complete outputs that will be skipped are not inspected. An output that is already a
     parts folder stays one (also when its input became small), so it is replaced in kind.
+    Inputs or outputs on a remote store (fsspec URLs) are not split: a folder cannot be
+    renamed into place atomically there, so they keep one output file each.
     """
     if not isinstance(part_rows, int) or isinstance(part_rows, bool) or part_rows < 1:
         raise InputError(f"part_rows must be a positive whole number of rows, got {part_rows!r}.")
     planned: list[FileJob] = []
     for job in jobs:
-        if job.done and not overwrite:
+        if (job.done and not overwrite) or is_remote(job.source) or is_remote(job.target):
             planned.append(job)
             continue
         keep_folder = is_parts_folder(job.target)
@@ -366,7 +371,8 @@ class WriteUnit:
             import pyarrow.parquet as pq
 
             try:
-                return pq.read_metadata(self.job.source).num_rows
+                with self.job.source.open("rb") as handle:
+                    return pq.read_metadata(handle).num_rows
             except (OSError, ValueError):
                 return None
         return None

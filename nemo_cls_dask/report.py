@@ -31,6 +31,7 @@ import pyarrow as pa
 
 from . import frames
 from .errors import InputError
+from .storage import AnyPath, location
 
 __all__ = ["check_report_path", "write_report", "write_run_report"]
 
@@ -107,13 +108,13 @@ def write_run_report(result: Any, path: str | os.PathLike[str], *, label_field: 
     targets = [outcome.target for outcome in result.files if outcome.status in ("written", "skipped")]
     if not targets:
         raise InputError(f"No output file to report on under {result.output}.")
-    frame = pd.concat([_read_output_columns(Path(target), columns) for target in targets], ignore_index=True)
+    frame = pd.concat([_read_output_columns(location(target), columns) for target in targets], ignore_index=True)
     return write_report(frame, path, label_field=label_field, score_field=score_field, truth_field=truth_field,
                         labels=labels, timeline=result.timeline or None, title=title, overwrite=overwrite)
 
 
-def _read_output_columns(target: Path, columns: list[str]) -> pd.DataFrame:
-    """Just ``columns`` of one output: a file, or a large input's folder of parts, in order."""
+def _read_output_columns(target: AnyPath, columns: list[str]) -> pd.DataFrame:
+    """Just ``columns`` of one output: a file (local or remote), or a large input's folder of parts, in order."""
     from .output_parts import output_files
 
     files = output_files(target)
@@ -122,18 +123,20 @@ def _read_output_columns(target: Path, columns: list[str]) -> pd.DataFrame:
     return _read_file_columns(target, columns)
 
 
-def _read_file_columns(target: Path, columns: list[str]) -> pd.DataFrame:
-    """Just ``columns`` of one output file (parquet: only those columns are read)."""
+def _read_file_columns(target: AnyPath, columns: list[str]) -> pd.DataFrame:
+    """Just ``columns`` of one output file (parquet: only those columns are read), local or remote."""
     if target.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        available = pq.read_schema(target).names
-        missing = [c for c in columns if c not in available]
-        if missing:
-            raise InputError(f"{target} has no column(s) {missing} for the report; columns: {available}")
-        # ignore_metadata: pandas cannot rebuild list<float> dtypes from the files' pandas metadata
-        return pq.read_table(target, columns=columns).to_pandas(ignore_metadata=True)
-    frame = pd.read_json(target, lines=True, dtype=False)
+        with target.open("rb") as handle:
+            available = pq.read_schema(handle).names
+            missing = [c for c in columns if c not in available]
+            if missing:
+                raise InputError(f"{target} has no column(s) {missing} for the report; columns: {available}")
+            # ignore_metadata: pandas cannot rebuild list<float> dtypes from the files' pandas metadata
+            return pq.read_table(handle, columns=columns).to_pandas(ignore_metadata=True)
+    with target.open("rb") as handle:
+        frame = pd.read_json(handle, lines=True, dtype=False)
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise InputError(f"{target} has no column(s) {missing} for the report; columns: {list(frame.columns)}")

@@ -9,10 +9,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
-from .options import add_cluster_options, add_engine_options, add_overwrite, add_text_field, autocast_value, cluster_options, positive_int
+from .options import (
+    add_cluster_options,
+    add_engine_options,
+    add_overwrite,
+    add_storage_options,
+    add_text_field,
+    autocast_value,
+    cluster_options,
+    positive_int,
+    storage_options,
+)
 
 DEFAULT_MODEL = "debian-topics"
 SAMPLE_TRUTH_FIELD = "section"
@@ -30,7 +39,12 @@ new version is complete. The output folder is locked while a run uses it; a run 
 writes into the input, through a link, or over a file given as OUTPUT. The settings that
 produced the outputs are recorded in OUTPUT/_nemo_cls_dask.json; a re-run with other
 settings needs --overwrite. A file that cannot be read is reported as FAILED, the others are
-written, and the exit code is 2; run the same command again after fixing it."""
+written, and the exit code is 2; run the same command again after fixing it.
+
+INPUT and OUTPUT may be fsspec URLs (s3://bucket/in, gs://..., file://...) where the
+filesystem package is installed (s3fs, gcsfs); --storage-option passes its options. On
+object stores, where rename is a copy, each output is uploaded whole under a temporary key
+and then copied to its name, and the lock is advisory (see the README, "Storage")."""
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -41,8 +55,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("input", nargs="?", help="file or folder (default: the packaged Debian sample)")
-    parser.add_argument("output", nargs="?", default="classified", help="output folder (default: ./classified)")
+    parser.add_argument("input", nargs="?", help="file or folder, or its URL (default: the packaged Debian sample)")
+    parser.add_argument("output", nargs="?", default="classified", help="output folder, or its URL (default: ./classified)")
     parser.add_argument("--model", default=None, help=f"hub id, checkpoint folder or packaged name (default: {DEFAULT_MODEL})")
     parser.add_argument(
         "--classifier", default=None,
@@ -87,6 +101,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     progress.add_argument("--progress", dest="progress", action="store_true", default=None,
                           help="show per-partition progress (default: only on a terminal)")
     progress.add_argument("--no-progress", dest="progress", action="store_false")
+    add_storage_options(parser)
     add_cluster_options(parser)
     parser.set_defaults(run=run)
     return parser
@@ -97,9 +112,9 @@ def run(args: argparse.Namespace) -> int:
     from ..files import classify_files
     from ..io import SAMPLE_PATH
 
-    source = Path(args.input) if args.input else SAMPLE_PATH
+    source = args.input or SAMPLE_PATH
     truth_field = args.truth_field or (SAMPLE_TRUTH_FIELD if args.input is None else None)
-    output = Path(args.output)
+    output = args.output
     classifiers = build_classifiers(args)
     if args.report:
         from ..report import check_report_path
@@ -115,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
         cluster=cluster_options(args),
         progress=args.progress,
         echo=_echo,
+        storage_options=storage_options(args),
         **({"part_rows": args.part_rows} if args.part_rows else {}),
     )
     if not result.written and not result.failed:
@@ -146,7 +162,7 @@ def _echo(line: str) -> None:
     (sys.stderr if " FAILED " in line else sys.stdout).flush()
 
 
-def _format_from_suffix(output: Path) -> str | None:
+def _format_from_suffix(output: str) -> str | None:
     from ..io import output_format, has_data_suffix
 
     return output_format(output) if has_data_suffix(output) else None

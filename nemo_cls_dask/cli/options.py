@@ -74,3 +74,29 @@ def cluster_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.memory_limit is not None:
         options["memory_limit"] = args.memory_limit
     return options
+
+
+def add_storage_options(parser: argparse.ArgumentParser) -> None:
+    """``--storage-option KEY=VALUE`` (repeatable): options of the filesystem of URL paths."""
+    parser.add_argument(
+        "--storage-option", dest="storage_option", action="append", default=None, metavar="KEY=VALUE", type=_key_value,
+        help="option of the fsspec filesystem for URL paths (s3://, gs://...), e.g. anon=true or profile=prod; "
+             "repeatable; VALUE is read as JSON when it parses (true, 3, {...}), else as text",
+    )
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except ValueError:
+        return key.strip(), value
+
+
+def storage_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The ``storage_options`` dict of ``--storage-option`` flags (None when none was given)."""
+    return dict(args.storage_option or []) or None

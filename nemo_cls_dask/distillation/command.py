@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..cli.options import add_storage_options
 from ..errors import NemoClsDaskError
 from .names import PRESETS, TARGETS
 
@@ -23,8 +24,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Label a pool of texts with a teacher on a Dask cluster (resumable), train a fast student on "
         "the teacher's probabilities or labels, and report agreement, accuracy and docs/s on held-out rows.",
     )
-    parser.add_argument("input", help="the unlabelled pool: parquet, jsonl or csv file(s) or folder")
-    parser.add_argument("model_out", help="folder to save the student to (must not exist, or be empty)")
+    parser.add_argument("input", help="the unlabelled pool: parquet, jsonl or csv file(s) or folder, or its URL (s3://, gs://, file://)")
+    parser.add_argument("model_out", help="local folder to save the student to (must not exist, or be empty)")
     parser.add_argument("--teacher", required=True,
                         help="checkpoint folder, hub id, 'debian-topics', or a ready-made class name (quality, "
                              "domain, fineweb-edu, ...)")
@@ -41,6 +42,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--speed-rows", type=int, default=500, help="held-out rows both models are timed on (0: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", default=None, help="Hugging Face cache folder for a hub teacher")
+    add_storage_options(parser)
     cluster = parser.add_argument_group("cluster")
     cluster.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
     cluster.add_argument("--n-workers", type=int, default=None, help="local workers (default: one per GPU or CPU core)")
@@ -69,22 +71,24 @@ def run(args: argparse.Namespace) -> int:
     """Distil, print the report and return the exit code (errors of this package propagate:
     the CLI prints them and exits with 2)."""
     from ..cluster import close_client, get_client
+    from ..cli.options import storage_options
     from ..io import read_frame
+    from ..storage import local_folder
     from .core import check_model_out, distill
 
     client = None
     try:
         teacher = build_teacher(args)
-        pool = read_frame(args.input)
+        pool = read_frame(args.input, storage_options=storage_options(args))
         for name in (args.text_field, args.truth_field):  # checked again by distill(), but before a cluster starts
             if name is not None and name not in pool.columns:
                 raise NemoClsDaskError(f"Column {name!r} is not in {args.input}; its columns are {list(pool.columns)}.")
-        check_model_out(args.model_out)
+        model_out = check_model_out(local_folder(args.model_out, "MODEL_OUT"))
         teacher.describe()
-        work_dir = args.work_dir or f"{str(args.model_out).rstrip('/')}.teacher-outputs"
+        work_dir = local_folder(args.work_dir, "--work-dir") if args.work_dir else model_out.parent / f"{model_out.name}.teacher-outputs"
         client = get_client(args.scheduler, device=args.cluster_device, n_workers=args.n_workers)
         result = distill(
-            teacher, args.student, pool, work_dir=work_dir, model_out=args.model_out, text_field=args.text_field,
+            teacher, args.student, pool, work_dir=work_dir, model_out=model_out, text_field=args.text_field,
             truth_field=args.truth_field, heldout_fraction=args.heldout_fraction, seed=args.seed,
             targets=args.targets, max_train_rows=args.max_train_rows, speed_rows=args.speed_rows,
         )
