@@ -119,7 +119,7 @@ def main() -> None:
     assert result.ok, [outcome.error for outcome in result.files]
     back = pd.read_parquet(folder / "out" / "big.parquet", columns=["n"])
     assert back["n"].tolist() == list(range(args.rows)), "rows lost, repeated or out of order"
-    parts = result.files[0].parts
+    parts = getattr(result.files[0], "parts", None)  # absent before issue 18
     print(f"written: {folder / 'out' / 'big.parquet'} ({'folder of ' + str(parts) + ' parts' if parts else 'one file'}), "
           f"{result.rows} rows in order, {seconds:.0f} s ({result.docs_per_second:.0f} docs/s)")
     print("| worker | RSS after warm-up (MiB) | peak RSS during the run (MiB) | peak growth over warm-up (MiB) |")
