@@ -37,6 +37,10 @@ What stays true, as for single files (:mod:`nemo_cls_dask.files`):
   seek; gzipped text is read from the start). A csv part whose lines do not parse into
   as many rows (a line break inside a quoted field) fails that file with a clear error
   instead of shifting rows.
+
+Parts are made on local disks only. With an fsspec URL as input or output
+(:mod:`nemo_cls_dask.storage`) a file keeps one output, written whole: object stores
+cannot rename a folder into place atomically.
 """
 
 from __future__ import annotations
