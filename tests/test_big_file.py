@@ -12,6 +12,7 @@ by up to ``FP32_ATOL`` (summation order) and labels are compared with
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -177,6 +178,29 @@ def test_cli_part_rows_and_the_report_read_every_part(big_input, tmp_path, head_
 
     assert table_value("rows") == str(ROWS)  # every part read back
     assert table_value("accuracy, all rows with a true label") == f"{(back['preds'] == back['truth']).mean():.3f}"
+
+
+def test_a_failed_part_fails_its_file_and_keeps_the_other_parts_for_the_next_run(tmp_path, varied_texts, head_checkpoint, client):
+    rows = [{"text": varied_texts[i % len(varied_texts)], "n": i} for i in range(100)]
+    lines = [json.dumps(row) for row in rows]
+    lines[65] = '{"text": "cut off'  # part 3 of 4 (rows 50-74): a line that is not JSON
+    path = tmp_path / "in" / "big.jsonl"
+    path.parent.mkdir()
+    path.write_text("\n".join(lines) + "\n")
+    output = tmp_path / "out"
+    result = classify_files(path, output, classifier(head_checkpoint), client=client, part_rows=25)
+    assert [o.status for o in result.files] == ["failed"] and "part 3 of 4 (rows 50-74)" in result.files[0].error
+    assert not (output / "big.jsonl").exists()  # an incomplete output never gets the name
+    work = output / ".big.jsonl.parts"
+    assert sorted(p.name for p in output_files(work)) == ["part.00000.jsonl", "part.00001.jsonl", "part.00003.jsonl"]
+
+    lines[65] = json.dumps(rows[65])
+    path.write_text("\n".join(lines) + "\n")  # fixed
+    writer_rows(client)
+    again = classify_files(path, output, classifier(head_checkpoint), client=client, part_rows=25)
+    assert again.ok and writer_rows(client) == [25, 25, 25, 25]  # the input changed: its old parts are redone
+    back = pd.read_json(output / "big.jsonl" / "part.00002.jsonl", lines=True)
+    assert back["n"].tolist() == list(range(50, 75))
 
 
 # ---------------------------------------------------------------------------- reading parts (no cluster)
