@@ -82,7 +82,10 @@ def run(train: pd.DataFrame, heldout: pd.DataFrame, spec: str, backbone: str) ->
     plan = getattr(clf, "training_plan_", None)
     resolved = plan.describe() if plan is not None else f"epochs={clf.epochs} lr={clf.learning_rate} head_lr={clf.head_learning_rate}"
     near = [str(w.message) for w in caught if "chance" in str(w.message)]
-    print(f"{spec:55s} | {resolved} | epochs run {len(clf.history_)} best {clf.best_epoch_} | "
+    per_epoch = " ".join(f"{h.get('validation', {}).get('accuracy', float('nan')):.3f}" for h in clf.history_)
+    epoch_seconds = sum(h["seconds"] for h in clf.history_) / max(len(clf.history_), 1)
+    print(f"{spec:55s} | {resolved} | epochs run {len(clf.history_)} best {clf.best_epoch_} "
+          f"(val acc per epoch {per_epoch}; {epoch_seconds:.0f}s/epoch) | "
           f"val acc {clf.validation_metrics_.get('accuracy', float('nan')):.4f} | held-out acc {accuracy:.4f} "
           f"(majority {majority:.4f}) | fit {seconds:.0f}s{' | NEAR-CHANCE WARNING' if near else ''}", flush=True)
 

@@ -53,7 +53,7 @@ from .output_parts import (
     split_large_files,
     write_units,
 )
-from .storage import AnyPath, in_process_only, is_remote, location
+from .storage import AnyPath, in_process_only, is_remote, locations
 
 DEFAULT_MODEL = "debian-topics"
 
@@ -229,7 +229,7 @@ def classify_files(
     started = time.perf_counter()
     say = echo or (lambda line: None)
     classifiers = _classifier_list(classifiers)
-    source, output = location(source, storage_options), location(output, storage_options)
+    source, output = locations([source, output], storage_options)
     check_output_folder(source, output)
     cluster = dict(cluster or {})
     if client is None:
@@ -350,7 +350,11 @@ def _check_workers_in_this_process(client: Any, where: str) -> None:
 def check_output_folder(source: AnyPath, output: AnyPath) -> None:
     """Refuse an output that is a file or a link to one (never replaced by a folder) or overlaps the input."""
     if is_remote(output) or is_remote(source):
-        if is_remote(output) and output.exists() and not output.is_dir():
+        try:
+            exists_as_file = is_remote(output) and output.exists() and not output.is_dir()
+        except (OSError, ValueError) as error:  # permissions, network, a URL the store rejects
+            raise OutputError(f"Cannot access the output {output}: {type(error).__name__}: {error}") from error
+        if exists_as_file:
             raise OutputError(f"Output {output} is a file, not a folder; give a folder (a file is never replaced by a folder).")
         check_targets([], source, output)  # the overlap rule, on the same store
         return

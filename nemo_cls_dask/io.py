@@ -20,6 +20,11 @@ the planned outputs are removed
 (:func:`~nemo_cls_dask.output_folder.remove_own_temporaries`). Readers of this package ignore names starting
 with ``.`` or ``_``, so a temporary file is never read as input either.
 
+Paths may also be fsspec URLs (``s3://``, ``gs://``, ``memory://``): reading goes through
+dask's readers with ``storage_options``, and writing through
+:func:`~nemo_cls_dask.storage.write_bytes_atomic`, whose docstring says what holds on a
+store without an atomic rename.
+
 Formats read: parquet (``.parquet``, ``.pq``), jsonl (``.jsonl``, ``.json``), csv (``.csv``)
 and tsv (``.tsv``), the text formats also gzipped (``.gz``). csv/tsv columns are read as
 text. Written: parquet and jsonl (csv/tsv input is written as parquet). In a folder, names
@@ -97,6 +102,16 @@ def input_files(path: str | Path | StoragePath, storage_options: dict[str, Any] 
     (``.git/``, ``_tmp/``).
     """
     path = location(path, storage_options)
+    if is_remote(path):
+        try:
+            return _input_files(path)
+        except (OSError, ValueError) as error:  # permissions, network, a URL the store rejects
+            raise InputError(f"Cannot list the input {path}: {type(error).__name__}: {error}") from error
+    return _input_files(path)
+
+
+def _input_files(path: AnyPath) -> tuple[list[AnyPath], str]:
+    """:func:`input_files` once ``path`` is resolved (local or remote)."""
     if not path.exists():
         raise InputError(f"Input {path} does not exist.")
     if path.is_file():

@@ -14,13 +14,14 @@ What a write guarantees (:func:`write_bytes_atomic`):
   name holds the old file or the complete new one, never a part;
 * other stores: there is no atomic rename (``mv`` is a copy and a delete). The complete
   bytes are uploaded under a hidden temporary key next to the target (one upload), then
-  copied to the final key and the temporary key is deleted. On S3, GCS and Azure a copy
-  creates the destination object whole, so the final key again holds the old or the
-  complete new object, and a crash leaves at most the temporary key, which the next run
+  copied to the final key and the temporary key is deleted. On S3 and GCS a copy is done
+  by the server and creates the destination object whole, so the final key again holds the
+  old or the complete new object, and a crash leaves at most the temporary key, which the next run
   removes because its name is one this plan's writer makes
   (:func:`~nemo_cls_dask.output_folder.remove_own_temporaries`). On stores where a copy is
-  a streamed write (FTP, SFTP...), a crash during the copy can leave a partial file under
-  the final name; do not resume into such stores after a crash without ``overwrite``.
+  a streamed write (FTP, SFTP...), or where a copy can be pending (Azure copies between
+  accounts), a crash during the copy can leave a partial file under the final name; do not
+  resume into such stores after a crash without ``overwrite``.
 
 A filesystem package that is missing (``s3fs`` for ``s3://``, ``gcsfs`` for ``gs://``) or
 an unknown protocol is an :class:`~nemo_cls_dask.errors.InputError` naming what to install,
@@ -46,7 +47,7 @@ LOCAL_PROTOCOLS = ("file", "local")
 class StoragePath:
     """A file or folder on an fsspec filesystem, with the ``pathlib`` subset this package uses.
 
-    ``str()`` gives the URL (``memory://data/a.jsonl``), which dask readers and
+    ``str()`` gives the URL (``memory:///data/a.jsonl``, ``s3://bucket/a.jsonl``), which dask readers and
     :func:`location` take back. Two paths are equal when filesystem and path are.
     """
 
@@ -180,7 +181,8 @@ def filesystem(protocol: str, storage_options: dict[str, Any] | None = None) -> 
         cls = fsspec.get_filesystem_class(protocol)
     except ImportError as error:
         known = known_implementations.get(protocol, {})
-        package = str(known.get("class", "")).split(".")[0] or "the fsspec filesystem package"
+        missing = getattr(error.__cause__, "name", None) or getattr(error, "name", None)  # sftp:// lacks paramiko, not fsspec
+        package = (missing or str(known.get("class", ""))).split(".")[0] or "the fsspec filesystem package"
         raise InputError(
             f"{protocol}:// paths need the {package} package, which is not installed: "
             f"pip install {package} ({error})."
@@ -194,6 +196,8 @@ def filesystem(protocol: str, storage_options: dict[str, Any] | None = None) -> 
         return cls(**(storage_options or {}))
     except TypeError as error:
         raise InputError(f"Bad storage options for {protocol}://: {error}") from None
+    except OSError as error:  # credentials refused, endpoint unreachable
+        raise InputError(f"Cannot open the {protocol}:// filesystem: {type(error).__name__}: {error}") from error
 
 
 def location(path: str | os.PathLike[str] | StoragePath, storage_options: dict[str, Any] | None = None) -> AnyPath:
@@ -211,6 +215,26 @@ def location(path: str | os.PathLike[str] | StoragePath, storage_options: dict[s
         return Path(rest).expanduser()
     fs = filesystem(protocol, storage_options)
     return StoragePath(fs, os.fspath(path), storage_options)
+
+
+def locations(paths: list[Any], storage_options: dict[str, Any] | None = None) -> list[AnyPath]:
+    """:func:`location` of each path, the ``storage_options`` going to the URLs among them.
+
+    A local input with an ``s3://`` output (or the reverse) is fine; options with no URL
+    at all are refused, since nothing would use them.
+    """
+    remote = [_names_a_store(path) for path in paths]
+    if storage_options and not any(remote):
+        return [location(path, storage_options) for path in paths]  # raises, naming the local path
+    return [location(path, storage_options if is_url else None) for path, is_url in zip(paths, remote)]
+
+
+def _names_a_store(path: Any) -> bool:
+    """True for a :class:`StoragePath` or a URL of another store than the local disk."""
+    if isinstance(path, StoragePath):
+        return True
+    protocol, _ = split_protocol(os.fspath(path))
+    return protocol is not None and protocol not in LOCAL_PROTOCOLS
 
 
 def is_remote(path: Any) -> bool:
@@ -262,17 +286,17 @@ def same_store(a: AnyPath, b: AnyPath) -> bool:
     return not is_remote(a) or a.protocol == b.protocol
 
 
-def local_folder(path: str | os.PathLike[str], what: str) -> Path:
+def local_path(path: str | os.PathLike[str], what: str) -> Path:
     """``path`` as a local :class:`~pathlib.Path` (plain path or ``file://`` URL), or an error for other URLs.
 
-    Models are saved to and loaded from the local disk (``--model`` takes a folder or a hub
-    id, not a URL), so a model folder given as ``s3://...`` is refused instead of becoming a
-    local folder named ``s3:``.
+    For what is saved to and read from the local disk only: models (``--model`` takes a
+    folder or a hub id, not a URL) and HTML reports. A URL there is refused instead of
+    becoming a local folder named ``s3:``.
     """
     protocol, rest = split_protocol(os.fspath(path))
     if protocol is not None and protocol not in LOCAL_PROTOCOLS:
         raise InputError(
-            f"{what} must be a local folder (models are saved and loaded from the local disk), got {path}; "
-            "save locally, then copy the folder to the store."
+            f"{what} must be a local path (it is written to and read from the local disk), got {path}; "
+            "write it locally, then copy it to the store."
         )
     return Path(rest).expanduser()

@@ -8,6 +8,9 @@ Which cluster each test uses, and why:
 * ``file://`` is the local disk under another name: its tests use a real ``LocalCluster``
   with a worker process, the CLI joining it with ``--scheduler``.
 * Errors that must come before a cluster starts run with cluster start-up patched to fail.
+* Reader, lock, writer-failure and train tests need no cluster: they run in this process
+  (dask's synchronous or threaded scheduler), which sees memory://.
+* The cluster fixtures are per test, and no test takes both: one cluster at a time.
 
 Float columns are compared exactly: the URL and the plain-path run of a test use the same
 cluster, the same fp32 model and the same partitions, so the same arithmetic.
@@ -44,14 +47,14 @@ from test_cli import finished, make_folder
 MEMORY = fsspec.filesystem("memory")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def process_client():
     """A real cluster with one worker process (for file:// and for refusing memory://)."""
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, Client(cluster) as client:
         yield client
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def inprocess_client():
     """A real cluster whose scheduler and worker run in this process: they see memory://."""
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, Client(cluster) as client:
@@ -274,7 +277,7 @@ def test_storage_options_reach_reader_and_writer(tmp_path, memory_root, varied_t
     local_in = make_folder(tmp_path / "in", varied_texts, 3, files=2)
     MEMORY.put(str(local_in), f"{memory_root}/in", recursive=True)  # tokenmem shares memory://'s store
     source, output = f"tokenmem://{memory_root}/in", f"tokenmem://{memory_root}/out"
-    with pytest.raises(PermissionError, match="bad token None"):
+    with pytest.raises(InputError, match="Cannot open the tokenmem:// filesystem: PermissionError: tokenmem: bad token None"):
         classify_files(source, output, _classifier(head_checkpoint), client=inprocess_client)
     args = ["classify", source, output, "--model", str(head_checkpoint), "--scheduler", inprocess_client.scheduler.address,
             "--storage-option", "token=secret"]
@@ -282,6 +285,10 @@ def test_storage_options_reach_reader_and_writer(tmp_path, memory_root, varied_t
     assert _memory_outputs(f"{memory_root}/out") == ["a/part-1.parquet", "b/part-0.parquet"]
     with pytest.raises(InputError, match="not to the local path"):
         classify_files(local_in, tmp_path / "out", _classifier(head_checkpoint), storage_options={"token": "secret"})
+    # A local input and a store's output: the options go to the store only.
+    mixed = classify_files(local_in, f"tokenmem://{memory_root}/mixed", _classifier(head_checkpoint),
+                           client=inprocess_client, storage_options={"token": "secret"})
+    assert len(mixed.written) == 2 and _memory_outputs(f"{memory_root}/mixed") == ["a/part-1.parquet", "b/part-0.parquet"]
 
 
 # --------------------------------------------------------------------------- file:// (process cluster)
@@ -327,15 +334,53 @@ def test_gs_without_gcsfs_and_unknown_protocols_are_named(tmp_path, head_checkpo
 
 
 def test_model_folders_stay_local(tmp_path, memory_root, varied_texts, capsys, monkeypatch):
-    """train/distill read URL inputs, but their model folder must be local (not a folder named 's3:')."""
-    monkeypatch.chdir(tmp_path)
-    pd.DataFrame({"text": varied_texts[:4], "label": ["a", "b"] * 2}).to_json(buffer := io.BytesIO(), orient="records", lines=True)
-    MEMORY.pipe_file(f"{memory_root}/train.jsonl", buffer.getvalue())
-    assert main(["train", f"memory://{memory_root}/train.jsonl", "--out", "s3://bucket/model"]) == 2
-    assert "--out must be a local folder" in capsys.readouterr().err
-    assert main(["distill", f"memory://{memory_root}/train.jsonl", "gs://bucket/student", "--teacher", "debian-topics"]) == 2
-    assert "MODEL_OUT must be a local folder" in capsys.readouterr().err
-    assert list(tmp_path.iterdir()) == []
+    """train/distill read URL inputs, but model folders and reports must be local (not a folder named 's3:')."""
+    pool = tmp_path / "pool.jsonl"
+    pd.DataFrame({"text": varied_texts[:4], "label": ["a", "b"] * 2}).to_json(pool, orient="records", lines=True)
+    MEMORY.put(str(pool), f"{memory_root}/pool.jsonl")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert main(["train", f"memory://{memory_root}/pool.jsonl", "--out", "s3://bucket/model"]) == 2
+    assert "--out must be a local path" in capsys.readouterr().err
+    assert main(["distill", f"file://{pool}", "gs://bucket/student", "--teacher", "debian-topics"]) == 2
+    assert "MODEL_OUT must be a local path" in capsys.readouterr().err
+    assert main(["classify", f"file://{pool}", "out", "--report", "s3://bucket/run.html"]) == 2
+    assert "Report path must be a local path" in capsys.readouterr().err
+    assert main(["distill", f"memory://{memory_root}/pool.jsonl", "student", "--teacher", "debian-topics"]) == 2
+    assert "worker processes" in capsys.readouterr().err  # distill's own cluster could not read memory://
+    assert list(work.iterdir()) == []
+
+
+def test_train_reads_memory_urls_like_local_files(tmp_path, memory_root, capsys):
+    """train from memory:// (parquet data, jsonl validation) saves the model the local-path run saves.
+
+    No cluster: training computes with dask's threads in this process, which see memory://.
+    Probabilities agree to 1e-6: same data, seed and batches in one process; the tolerance only
+    allows for reductions whose order torch does not fix.
+    """
+    import numpy as np
+
+    from nemo_cls_dask.testing import make_backbone_checkpoint
+
+    backbone = make_backbone_checkpoint(tmp_path / "backbone")
+    rows = pd.DataFrame({"body": [f"the {w} and {w}" for w in ["apple", "pear"] * 30], "kind": ["a", "b"] * 30})
+    rows.to_parquet(tmp_path / "train.parquet")
+    rows.iloc[:10].to_json(tmp_path / "valid.jsonl", orient="records", lines=True)
+    for name in ("train.parquet", "valid.jsonl"):
+        MEMORY.put(str(tmp_path / name), f"{memory_root}/{name}")
+    common = ["--text-field", "body", "--label-field", "kind", "--backbone", str(backbone), "--frozen-backbone",
+              "--epochs", "2", "--lr", "1e-2", "--in-memory", "--quiet", "--max-len", "16"]
+    assert main(["train", str(tmp_path / "train.parquet"), "--validation", str(tmp_path / "valid.jsonl"),
+                 "--out", str(tmp_path / "local"), *common]) == 0
+    assert main(["train", f"memory://{memory_root}/train.parquet", "--validation", f"memory://{memory_root}/valid.jsonl",
+                 "--out", f"file://{tmp_path / 'remote'}", *common]) == 0
+    capsys.readouterr()
+    texts = pd.DataFrame({"body": ["the apple and apple", "the pear and pear", "and the"]})
+    local, remote = (DistributedDataClassifier(model_identifier=tmp_path / name, text_field="body", score_field="p")(texts)
+                     for name in ("local", "remote"))
+    assert local["preds"].tolist() == remote["preds"].tolist()
+    np.testing.assert_allclose(np.stack(remote["p"]), np.stack(local["p"]), atol=1e-6)
 
 
 def test_paths_and_storage_option_flags_parse_as_meant():
@@ -353,3 +398,68 @@ def test_paths_and_storage_option_flags_parse_as_meant():
     assert storage_options(build_parser(["classify"]).parse_args(["classify"])) is None
     with pytest.raises(SystemExit):
         build_parser(["classify"]).parse_args(["classify", "--storage-option", "no-equals-sign"])
+
+
+def test_a_failed_upload_leaves_the_old_object_and_no_temporary(memory_root, monkeypatch):
+    """The copy to the final name fails (a network error): the old output stays whole, the temporary key goes."""
+    from nemo_cls_dask.io import write_atomic
+
+    target = location(f"memory://{memory_root}/out/a.parquet")
+    MEMORY.pipe_file(target.path, b"the old, complete output")
+
+    def broken_copy(self, source, destination, **kwargs):
+        raise ConnectionResetError("connection reset by peer")
+
+    monkeypatch.setattr(MemoryFileSystem, "cp_file", broken_copy)
+    with pytest.raises(OutputError, match=f"Cannot write {target}"):
+        write_atomic(pd.DataFrame({"text": ["new"]}), target, "parquet")
+    assert MEMORY.cat_file(target.path) == b"the old, complete output"
+    assert MEMORY.find(f"{memory_root}/out") == [target.path]  # no temporary key left behind
+    monkeypatch.undo()
+    write_atomic(pd.DataFrame({"text": ["new"]}), target, "parquet")
+    assert _read(target)["text"].tolist() == ["new"] and MEMORY.find(f"{memory_root}/out") == [target.path]
+
+
+def test_any_missing_filesystem_package_is_named(tmp_path, head_checkpoint, no_cluster):
+    """Runs whatever is installed: a protocol whose fsspec class lives in a package that is not there."""
+    fsspec.register_implementation("nopkg", "nemo_no_such_fs_package.NoFileSystem", clobber=True,
+                                   errtxt="Install nemo_no_such_fs_package to access nopkg://")
+    with pytest.raises(InputError, match=r"nopkg:// paths need the nemo_no_such_fs_package package.*pip install nemo_no_such_fs_package"):
+        classify_files("nopkg://bucket/in", tmp_path / "out", _classifier(head_checkpoint))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_held_remote_lock_stops_a_second_run_before_any_work(tmp_path, memory_root, varied_texts, head_checkpoint,
+                                                              inprocess_client):
+    local_in = make_folder(tmp_path / "in", varied_texts, 2, files=2)
+    MEMORY.put(str(local_in), f"{memory_root}/in", recursive=True)
+    output = location(f"memory://{memory_root}/out")
+    with RemoteOutputLock(output, command="nemo-cls-dask classify first-run"):
+        with pytest.raises(OutputLockedError, match="first-run"):
+            classify_files(f"memory://{memory_root}/in", output, _classifier(head_checkpoint), client=inprocess_client)
+        assert _memory_outputs(f"{memory_root}/out") == [] and not MEMORY.exists(f"{memory_root}/out/{MANIFEST_NAME}")
+    done = classify_files(f"memory://{memory_root}/in", output, _classifier(head_checkpoint), client=inprocess_client)
+    assert len(done.written) == 2 and not done.notes  # a released lock is no takeover
+
+
+class _DeniedMemory(MemoryFileSystem):
+    """A store that refuses every look-up, as a bucket without read permission does."""
+
+    protocol = ("deniedmem",)
+
+    def info(self, path, **kwargs):
+        raise PermissionError(f"access denied: {path}")
+
+    def exists(self, path, **kwargs):
+        return bool(self.info(path))
+
+
+fsspec.register_implementation("deniedmem", _DeniedMemory, clobber=True)
+
+
+def test_store_errors_are_named_before_a_cluster(tmp_path, varied_texts, head_checkpoint, no_cluster):
+    local_in = make_folder(tmp_path / "in", varied_texts, 2, files=1)
+    with pytest.raises(InputError, match="Cannot list the input deniedmem://.*PermissionError: access denied"):
+        read_frame("deniedmem://bucket/in")
+    with pytest.raises(OutputError, match="Cannot access the output deniedmem://.*PermissionError: access denied"):
+        classify_files(local_in, "deniedmem://bucket/out", _classifier(head_checkpoint))
