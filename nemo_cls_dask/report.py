@@ -114,6 +114,16 @@ def write_run_report(result: Any, path: str | os.PathLike[str], *, label_field: 
 
 
 def _read_output_columns(target: AnyPath, columns: list[str]) -> pd.DataFrame:
+    """Just ``columns`` of one output: a file (local or remote), or a large input's folder of parts, in order."""
+    from .output_parts import output_files
+
+    files = output_files(target)
+    if len(files) != 1 or files[0] != target:
+        return pd.concat([_read_file_columns(path, columns) for path in files], ignore_index=True)
+    return _read_file_columns(target, columns)
+
+
+def _read_file_columns(target: AnyPath, columns: list[str]) -> pd.DataFrame:
     """Just ``columns`` of one output file (parquet: only those columns are read), local or remote."""
     if target.suffix == ".parquet":
         import pyarrow.parquet as pq
