@@ -13,7 +13,8 @@ there are distinct descriptions). Two models:
   and everything around it (tokenizing, planning batches, dask tasks, building columns)
   dominates: the part whose cost could grow faster than linearly.
 
-For each size: warm seconds, docs/s and seconds per 1,000 rows (constant = linear).
+For each size: warm seconds, docs/s, seconds per 1,000 rows (constant = linear) and the
+largest worker's peak RSS during that compute (flat = memory per worker does not grow).
 
 Usage::
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +40,13 @@ import torch
 _spec = importlib.util.spec_from_file_location("bench_inference", Path(__file__).with_name("bench_inference.py"))
 bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cloudpickle  # noqa: E402
+import speed2_contenders  # noqa: E402
+from speed2_contenders import peak_memory_mib, reset_peak_memory  # noqa: E402
+
+cloudpickle.register_pickle_by_value(speed2_contenders)  # workers cannot import benchmarks/ files
 
 
 def build_thin_checkpoint(folder: Path) -> Path:
@@ -58,8 +67,9 @@ def build_thin_checkpoint(folder: Path) -> Path:
     return folder
 
 
-def measure(client, folder: Path, texts: list[str], partition_rows: int) -> float:
-    """Warm seconds of one full compute (a first compute loads the model on every worker)."""
+def measure(client, folder: Path, texts: list[str], partition_rows: int) -> tuple[float, float]:
+    """Warm seconds of one full compute (a first compute loads the model on every worker),
+    and the largest worker's peak RSS during it (flat across sizes = memory does not grow)."""
     import dask.dataframe as dd
 
     from nemo_cls_dask import DistributedDataClassifier
@@ -67,12 +77,13 @@ def measure(client, folder: Path, texts: list[str], partition_rows: int) -> floa
     classifier = DistributedDataClassifier(model_identifier=str(folder), label_field="pred")
     frame = dd.from_pandas(pd.DataFrame({"text": texts}), npartitions=max(2, len(texts) // partition_rows), sort=False)
     client.compute(classifier(frame.partitions[:2])).result()  # load the model on both workers
+    client.run(reset_peak_memory)
     start = time.perf_counter()
     out = client.compute(classifier(frame)).result()
     seconds = time.perf_counter() - start
     if len(out) != len(texts) or not out.index.equals(frame.index.compute()):
         raise SystemExit("rows were lost or reordered")
-    return seconds
+    return seconds, max(client.run(peak_memory_mib).values())
 
 
 def main() -> None:
@@ -90,16 +101,17 @@ def main() -> None:
     texts = bench.load_texts(max(max(v, default=0) for v in sizes.values()))
     print(f"{os.cpu_count()} cores, {args.workers} workers x 1 thread, partitions of {args.partition_rows} rows; "
           f"load average {os.getloadavg()[0]:.1f}")
-    print("| model | rows | warm seconds | docs/s | seconds per 1k rows |")
-    print("|---|---|---|---|---|")
+    print("| model | rows | warm seconds | docs/s | seconds per 1k rows | peak RSS of the largest worker, MiB |")
+    print("|---|---|---|---|---|---|")
     client = get_client(n_workers=args.workers)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             folders = {"thin": build_thin_checkpoint(Path(tmp) / "thin"), "minilm": bench.build_checkpoint(Path(tmp) / "minilm", trained=False)}
             for name, rows_list in sizes.items():
                 for rows in rows_list:
-                    seconds = measure(client, folders[name], texts[:rows], args.partition_rows)
-                    print(f"| {name} | {rows} | {seconds:.1f} | {rows / seconds:.1f} | {1000 * seconds / rows:.2f} |", flush=True)
+                    seconds, peak = measure(client, folders[name], texts[:rows], args.partition_rows)
+                    print(f"| {name} | {rows} | {seconds:.1f} | {rows / seconds:.1f} | {1000 * seconds / rows:.2f} | "
+                          f"{peak:.0f} |", flush=True)
     finally:
         cluster = client.cluster
         client.close()

@@ -191,7 +191,8 @@ def main() -> None:
     parser.add_argument("--cache-dir", default="/tmp/bench_train_defaults", help="grid: where the vectors are cached")
     parser.add_argument("--train-rows", type=int, default=None, help="use the first N training rows (default: all)")
     parser.add_argument("--heldout-rows", type=int, default=None, help="evaluate on the first N held-out rows (default: all)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="torch threads (default: every core of this machine)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     train, heldout = debian_split()

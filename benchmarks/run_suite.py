@@ -11,7 +11,10 @@ other's caches or hold its cores):
    peak memory per worker;
 2. ``bench_engine_options.py``: SDPA vs eager, token budgets, dynamic int8 and
    ``torch.compile`` with length buckets, with label agreement against fp32;
-3. ``bench_scaling.py``: warm seconds per 1,000 rows at 1k, 10k and 100k rows on a
+3. ``bench_speed2.py`` (issue 18): the short MiniLM rows and the long DeBERTa-v3-base-shaped
+   rows against the HF pipeline, a plain loop, our engine, our operator on a LocalCluster and
+   ONNX Runtime (fp32 and int8, when ``onnxruntime`` is installed), with the issue's targets;
+4. ``bench_scaling.py``: warm seconds per 1,000 rows at 1k, 10k and 100k rows on a
    ``LocalCluster`` (linear cost means a constant).
 
 Each script's tables go into a new dated section at the end of ``BENCHMARKS.md``, with the
@@ -23,7 +26,7 @@ Usage::
     python benchmarks/run_suite.py [--quick] [--no-append]
 
 ``--quick`` runs every script on few rows (a minute or two: a check that the suite runs,
-not figures to record). The full suite takes about 25 minutes on 2 CPU cores.
+not figures to record). The full suite takes about 35-40 minutes on 2 idle CPU cores.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ BENCHMARKS_MD = HERE.parent / "BENCHMARKS.md"
 SUITE = [
     ("bench_inference.py", ["--rows", "2000"], ["--rows", "60", "--pipeline-batch-sizes", "1,8"]),
     ("bench_engine_options.py", ["--rows", "600", "--rounds", "3"], ["--rows", "60", "--rounds", "1", "--no-compile"]),
+    ("bench_speed2.py", ["--short-rows", "1000", "--long-rows", "24"],
+     ["--short-rows", "40", "--long-rows", "2", "--long-layers", "1", "--no-levers"]),
     ("bench_scaling.py", ["--thin-rows", "1000,10000,100000", "--minilm-rows", "1000,10000"],
      ["--thin-rows", "200,400", "--minilm-rows", "", "--partition-rows", "100"]),
 ]

@@ -146,11 +146,11 @@ def run_train(args: argparse.Namespace) -> int:
     """
     from .cli.options import storage_options
     from .io import read_frame
-    from .storage import local_folder
+    from .storage import local_path
     from .train.defaults import NearChanceWarning
 
     try:
-        out = local_folder(args.out, "--out")
+        out = local_path(args.out, "--out")
         if out.exists() and (out.is_file() or any(out.iterdir())):
             if not args.overwrite:
                 raise NemoClsDaskError(f"Output {out} already exists; pass --overwrite to replace it.")

@@ -13,6 +13,9 @@ What a run guarantees (see :mod:`nemo_cls_dask.io` and :mod:`nemo_cls_dask.outpu
   file, also with ``overwrite=True``: an old output is replaced only by a complete new one;
 * resume: outputs that exist are skipped; temporary files that this plan's writer left
   are removed, and nothing else is;
+* an input of more than ``part_rows`` rows is written as a folder of ordered parts under
+  the same name, one part per writer task, installed when complete and resumed per part
+  (:mod:`nemo_cls_dask.output_parts`), so no worker holds a whole large file;
 * the settings that produced the outputs are recorded (:mod:`nemo_cls_dask.manifest`); a
   resume with other settings is refused unless ``overwrite=True``;
 * nothing outside the plan is touched: no output may resolve into the input tree or be a
@@ -39,6 +42,17 @@ from .errors import InputError, NemoClsDaskError
 from .io import FileJob, plan_files
 from .manifest import MANIFEST_NAME, check_manifest, run_record, write_manifest
 from .output_folder import OutputError, OutputLock, RemoteOutputLock, check_targets, lock_output, remove_own_temporaries
+from .output_parts import (
+    DEFAULT_PART_ROWS,
+    FileAssembly,
+    PartedFileJob,
+    WriteUnit,
+    has_parts,
+    install,
+    part_temporaries,
+    split_large_files,
+    write_units,
+)
 from .storage import AnyPath, in_process_only, is_remote, locations
 
 DEFAULT_MODEL = "debian-topics"
@@ -55,9 +69,10 @@ class FileOutcome:
     source: AnyPath
     target: AnyPath
     status: str
-    rows: int | None = None
+    rows: int | None = None  # rows written in this run
     seconds: float | None = None  # from the first task sent to this file written
     error: str | None = None
+    parts: int | None = None  # parts written in this run, for a large input written as parts
 
 
 @dataclass
@@ -153,6 +168,7 @@ def classify_files(
     cluster: dict[str, Any] | None = None,
     progress: bool | None = None,
     echo: Callable[[str], None] | None = None,
+    part_rows: int = DEFAULT_PART_ROWS,
     storage_options: dict[str, Any] | None = None,
 ) -> ClassifyFilesResult:
     """Classify every data file at ``source`` into its own file under the folder ``output``.
@@ -194,6 +210,11 @@ def classify_files(
     echo
         Called with one line of text per event (a file written or failed, temporaries
         removed); default: silent.
+    part_rows
+        An input of more rows is written as a folder of parts of this many rows under its
+        output name (``big.parquet/part.00000.parquet`` ...), each part by its own task and
+        resumed per part; bounds a writer's memory to one part
+        (:mod:`nemo_cls_dask.output_parts`).
     storage_options
         Options for the filesystem of URL paths (e.g. ``{"anon": True}`` or
         ``{"profile": "prod"}`` for s3fs), used to read and to write; refused with local paths.
@@ -232,6 +253,7 @@ def classify_files(
         listed = "\n  ".join(problems[job.target] for job in to_check[:5])
         more = f"\n  ... and {len(to_check) - 5} more" if len(to_check) > 5 else ""
         raise InputError(f"No input file can be classified (nothing was started or written):\n  {listed}{more}")
+    jobs = split_large_files(jobs, part_rows, overwrite=overwrite)
     record = run_record(classifiers, "/".join(sorted({job.output_format for job in jobs})))
     result = ClassifyFilesResult(files=[], output=output, truth_field=truth_field)
     with _lock(output) as lock:
@@ -239,10 +261,12 @@ def classify_files(
         if note:
             result.notes.append(note)
             say(note)
-        result.removed_temporaries = remove_own_temporaries([job.target for job in jobs] + [output / MANIFEST_NAME])
+        result.removed_temporaries = remove_own_temporaries(
+            [job.target for job in jobs] + part_temporaries(jobs) + [output / MANIFEST_NAME]
+        )
         if result.removed_temporaries:
             say(f"removed {len(result.removed_temporaries)} unfinished temporary file(s) of an interrupted run")
-        check_manifest(output, record, sum(job.done for job in jobs), overwrite)
+        check_manifest(output, record, sum(job.done or has_parts(job) for job in jobs), overwrite)
         write_manifest(output, record)
         pending = jobs if overwrite else [job for job in jobs if not job.done]
         result.files = [FileOutcome(job.source, job.target, "skipped") for job in jobs if job not in pending]
@@ -250,6 +274,14 @@ def classify_files(
             if job.target in problems:
                 _fail(result, job, problems[job.target], say, len(pending))
         pending = [job for job in pending if job.target not in problems]
+        units, notes, unusable = write_units(pending, overwrite)
+        for note in notes:
+            result.notes.append(note)
+            say(note)
+        for job in pending:
+            if job.target in unusable:
+                _fail(result, job, unusable[job.target], say, len(pending))
+        pending = [job for job in pending if job.target not in unusable]
         if pending:
             own_client = client is None
             if own_client:
@@ -259,7 +291,7 @@ def classify_files(
             try:
                 if in_process and own_client:  # joined by address: its workers are known only now
                     _check_workers_in_this_process(client, in_process[0])
-                _run(client, pending, classifiers, result, encoding_errors, progress, say, backend)
+                _run(client, pending, units, classifiers, result, encoding_errors, progress, say, backend)
             finally:
                 if own_client:
                     from .cluster import close_client
@@ -318,7 +350,11 @@ def _check_workers_in_this_process(client: Any, where: str) -> None:
 def check_output_folder(source: AnyPath, output: AnyPath) -> None:
     """Refuse an output that is a file or a link to one (never replaced by a folder) or overlaps the input."""
     if is_remote(output) or is_remote(source):
-        if is_remote(output) and output.exists() and not output.is_dir():
+        try:
+            exists_as_file = is_remote(output) and output.exists() and not output.is_dir()
+        except (OSError, ValueError) as error:  # permissions, network, a URL the store rejects
+            raise OutputError(f"Cannot access the output {output}: {type(error).__name__}: {error}") from error
+        if exists_as_file:
             raise OutputError(f"Output {output} is a file, not a folder; give a folder (a file is never replaced by a folder).")
         check_targets([], source, output)  # the overlap rule, on the same store
         return
@@ -345,6 +381,7 @@ def _lock(output: AnyPath) -> OutputLock | RemoteOutputLock:
 def _run(
     client: Any,
     pending: Sequence[FileJob],
+    units: Sequence[WriteUnit],
     classifiers: list[Any],
     result: ClassifyFilesResult,
     encoding_errors: str,
@@ -352,7 +389,11 @@ def _run(
     say: Callable[[str], None],
     backend: str = "auto",
 ) -> None:
-    """Send every pending file's work to the cluster at once; record each file as it is written."""
+    """Send every pending unit's work to the cluster at once; record each file as it is written.
+
+    A unit is a small file or one part of a large one (:class:`~nemo_cls_dask.output_parts.WriteUnit`);
+    its writer task joins only that unit's partitions.
+    """
     import dask
     from distributed import as_completed
 
@@ -360,7 +401,7 @@ def _run(
     from .cluster import workers_have_gpus
     from .engine import engine_stats, reset_engine_stats
     from .frames import cudf_available, resolve_backend
-    from .io import read_frame, write_file_result
+    from .io import write_file_result
     from .progress import RowProgress
 
     truth_field = result.truth_field
@@ -368,47 +409,75 @@ def _run(
     label_column = classifiers[0].summary_column()
     result.known_labels = classifiers[0].describe().labels
     result.workers = max(1, len(client.scheduler_info().get("workers", {})))
-    per_file = max(1, math.ceil(2 * result.workers / len(pending)))
+    per_unit = max(1, math.ceil(2 * result.workers / max(1, len(units))))
     gpu_check = backend == "cudf" or (backend == "auto" and cudf_available())
     result.backend = resolve_backend(backend, gpu_cluster=gpu_check and workers_have_gpus(client))
     formats = "/".join(sorted({job.output_format for job in pending}))
+    in_parts = len(units) - sum(unit.part is None for unit in units)
     say(
         f"classifying {len(pending)} file(s) -> {result.output} ({formats}) with "
         f"{', '.join(str(c.model_identifier) for c in classifiers)} on {result.workers} worker(s), "
         f"{result.backend} partitions; "
-        f"{len(result.skipped)} already complete"
+        + (f"{in_parts} part(s) of large files; " if in_parts else "")
+        + f"{len(result.skipped)} already complete"
     )
     client.run(reset_engine_stats)
     start = time.perf_counter()
+    assembly = FileAssembly(pending, units)
     summaries: list[dict[str, Any]] = []
-    waiting: dict[str, tuple[str, FileJob, int]] = {}  # future key -> (kind, job, partition)
+
+    def file_done(job: FileJob) -> None:
+        """Every unit of ``job`` has finished: install its parts and record the outcome."""
+        errors = assembly.errors.get(job.target)
+        if not errors:
+            try:
+                if isinstance(job, PartedFileJob):
+                    install(job)
+            except OSError as error:
+                errors = [str(error)]
+        if errors:
+            _fail(result, job, "; ".join(errors), say, total)
+            return
+        summary = assembly.summary(job)
+        summaries.append(summary)
+        result.files.append(FileOutcome(job.source, job.target, "written", rows=summary["rows"],
+                                        seconds=time.perf_counter() - start, parts=summary["parts"]))
+        parts = f" in {summary['parts']} part(s)" if summary["parts"] is not None else ""
+        say(f"[{len(result.written) + len(result.failed)}/{total}] wrote {job.target} ({summary['rows']} rows{parts})")
+
+    for job in assembly.ready:  # a large file whose parts were all written by an earlier run
+        file_done(job)
+    waiting: dict[str, tuple[str, WriteUnit, int]] = {}  # future key -> (kind, unit, partition)
     parts_of: dict[AnyPath, list[Any]] = {}
     futures = []
-    for job in pending:
+    for unit in units:
+        job = unit.job
         try:
-            frame = read_frame(job.source, min_partitions=per_file, encoding_errors=encoding_errors, backend=result.backend)
+            frame = unit.read(min_partitions=per_unit, encoding_errors=encoding_errors, backend=result.backend)
             if truth_field is not None and truth_field not in frame.columns:
                 raise InputError(f"--truth-field {truth_field!r} is not a column of {job.source}; columns: {list(frame.columns)}")
             classified = classify(frame, classifiers)
         except (NemoClsDaskError, OSError, ValueError) as error:
-            _fail(result, job, describe_failure(job.source, error), say, total)
+            message = describe_failure(job.source, error, where=unit.where())
+            if assembly.finish(unit, error=message):
+                file_done(job)
             continue
         parts = client.compute(classified.to_delayed())
         counts = client.map(len, parts, key=[f"rows-{part.key}" for part in parts])
         write = client.submit(
-            write_file_result, parts, job.target, job.output_format, label_column, truth_field,
-            key=f"write-{job.target.name}-{dask.base.tokenize(str(job.target), classified)}",
+            write_file_result, parts, unit.target, job.output_format, label_column, truth_field,
+            key=f"write-{unit.target.name}-{dask.base.tokenize(str(unit.target), classified)}",
         )
-        parts_of[job.target] = parts
+        parts_of[unit.target] = parts
         for index, count in enumerate(counts):
-            waiting[count.key] = ("partition", job, index)
+            waiting[count.key] = ("partition", unit, index)
             futures.append(count)
-        waiting[write.key] = ("file", job, 0)
+        waiting[write.key] = ("file", unit, 0)
         futures.append(write)
-    with RowProgress(_total_rows(pending, classifiers), desc="classify", progress=progress) as bar:
+    with RowProgress(_total_rows(units, classifiers), desc="classify", progress=progress) as bar:
         real = padded = 0
         for future in as_completed(futures):
-            kind, job, index = waiting.pop(future.key)
+            kind, unit, index = waiting.pop(future.key)
             if kind == "partition":
                 if future.status == "error":
                     continue  # reported with its file
@@ -417,17 +486,17 @@ def _run(
                             padded_tokens=stats.get("padded_tokens", 0) - padded)
                 real, padded = stats.get("real_tokens", 0), stats.get("padded_tokens", 0)
                 continue
-            parts = parts_of.pop(job.target)  # the file is done: its partitions may leave worker memory
+            parts = parts_of.pop(unit.target)  # the unit is done: its partitions may leave worker memory
             if future.status == "error":
                 where = next((f"partition {i + 1} of {len(parts)}" for i, part in enumerate(parts) if part.status == "error"), None)
-                message = describe_failure(job.source, future.exception(), where=where, classifiers=classifiers, client=client)
-                _fail(result, job, message, say, total)
-                continue
-            summary = future.result()
-            summaries.append(summary)
-            outcome = FileOutcome(job.source, job.target, "written", rows=summary["rows"], seconds=time.perf_counter() - start)
-            result.files.append(outcome)
-            say(f"[{len(result.written) + len(result.failed)}/{total}] wrote {job.target} ({summary['rows']} rows)")
+                if unit.part is not None:
+                    where = unit.part.describe() + (f", {where}" if where else "")
+                message = describe_failure(unit.job.source, future.exception(), where=where, classifiers=classifiers, client=client)
+                done = assembly.finish(unit, error=message)
+            else:
+                done = assembly.finish(unit, future.result())
+            if done:
+                file_done(unit.job)
         result.seconds = time.perf_counter() - start
         result.timeline = list(bar.timeline)
     stats = _add_counts(client.run(engine_stats).values())
@@ -452,25 +521,15 @@ def _add_counts(counts: Any) -> Counter:
     return total
 
 
-def _total_rows(jobs: Sequence[FileJob], classifiers: Sequence[Any]) -> int | None:
-    """Rows the progress bar counts to: known from parquet footers; None (no ETA) otherwise.
+def _total_rows(units: Sequence[WriteUnit], classifiers: Sequence[Any]) -> int | None:
+    """Rows the progress bar counts to: known for parts and parquet inputs; None (no ETA) otherwise.
 
     Also None when a classifier filters rows, since the bar counts rows written.
     """
     if any(getattr(classifier, "filter_by", None) for classifier in classifiers):
         return None
-    if any(job.input_format != "parquet" for job in jobs):
-        return None
-    import pyarrow.parquet as pq
-
-    def rows(path: AnyPath) -> int:
-        with path.open("rb") as handle:
-            return pq.read_metadata(handle).num_rows
-
-    try:
-        return sum(rows(job.source) for job in jobs)
-    except (OSError, ValueError):
-        return None
+    rows = [unit.rows for unit in units]
+    return None if any(count is None for count in rows) else sum(rows)  # type: ignore[arg-type]
 
 
 def describe_failure(

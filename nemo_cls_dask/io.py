@@ -9,6 +9,9 @@ input's relative path under the output folder: ``IN/a/part-0.parquet`` becomes
 written uncompressed). The output format is the input's unless another is asked for; the
 suffix follows the output format.
 
+An input of more than ``part_rows`` rows becomes a folder of ordered part files under the
+same output name instead (:mod:`nemo_cls_dask.output_parts`), so no writer holds it whole.
+
 Each output file is written **atomically** (:func:`write_atomic`): to a hidden temporary
 name in the same folder (``.NAME.<random>.tmp``), flushed to disk, then renamed with
 ``os.replace``. So a file under its final name is always complete, and a run that was
@@ -16,6 +19,11 @@ killed can be re-run: files whose output exists are skipped, and the temporary f
 the planned outputs are removed
 (:func:`~nemo_cls_dask.output_folder.remove_own_temporaries`). Readers of this package ignore names starting
 with ``.`` or ``_``, so a temporary file is never read as input either.
+
+Paths may also be fsspec URLs (``s3://``, ``gs://``, ``memory://``): reading goes through
+dask's readers with ``storage_options``, and writing through
+:func:`~nemo_cls_dask.storage.write_bytes_atomic`, whose docstring says what holds on a
+store without an atomic rename.
 
 Formats read: parquet (``.parquet``, ``.pq``), jsonl (``.jsonl``, ``.json``), csv (``.csv``)
 and tsv (``.tsv``), the text formats also gzipped (``.gz``). csv/tsv columns are read as
@@ -97,7 +105,7 @@ def input_files(path: str | Path | StoragePath, storage_options: dict[str, Any] 
     if is_remote(path):
         try:
             return _input_files(path)
-        except OSError as error:  # permissions, network
+        except (OSError, ValueError) as error:  # permissions, network, a URL the store rejects
             raise InputError(f"Cannot list the input {path}: {type(error).__name__}: {error}") from error
     return _input_files(path)
 
@@ -276,8 +284,11 @@ class FileJob:
 
     @property
     def done(self) -> bool:
-        """True when the output exists as a regular file: written atomically, so it is complete."""
-        return self.target.is_file() and not self.target.is_symlink()
+        """True when the output exists as a regular file (written atomically, so complete), or
+        as a complete folder of parts (:mod:`nemo_cls_dask.output_parts`)."""
+        from .output_parts import is_parts_folder
+
+        return (self.target.is_file() and not self.target.is_symlink()) or is_parts_folder(self.target)
 
 
 def plan_files(source: str | Path | StoragePath, output: str | Path | StoragePath, fmt: str | None = None) -> list[FileJob]:

@@ -96,8 +96,14 @@ def check_targets(targets: Iterable[AnyPath], source: AnyPath, output: AnyPath) 
                 f"Output {target} resolves to {resolved}, inside the input {source} (a folder under {output} "
                 "is a link into the input); remove that link or choose another output folder."
             )
-        if target.exists() and not target.is_file():
+        if target.exists() and not target.is_file() and not _is_parts_folder(target):
             raise OutputError(f"Output {target} exists and is not a file; move it away or choose another output folder.")
+
+
+def _is_parts_folder(target: Path) -> bool:
+    from .output_parts import is_parts_folder  # a large input's output: a folder of parts
+
+    return is_parts_folder(target)
 
 
 def _resolve_planned(target: Path) -> Path:

@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from . import frames
 from .errors import InputError
-from .storage import AnyPath, location
+from .storage import AnyPath, local_path, location
 
 __all__ = ["check_report_path", "write_report", "write_run_report"]
 
@@ -78,7 +78,7 @@ def write_report(
     existing file is replaced when it is a report this function wrote, any other file only
     with ``overwrite=True``. The file is written atomically.
     """
-    path = Path(path)
+    path = local_path(path, "Report path")
     check_report_path(path, overwrite)
     fields = {"label_field": label_field, "score_field": score_field, "truth_field": truth_field}
     _check_columns(frame, fields)
@@ -102,7 +102,7 @@ def write_run_report(result: Any, path: str | os.PathLike[str], *, label_field: 
     Reads only the label, score and truth columns of every complete output (written now or
     kept from an earlier run); the timeline is this run's. Returns the page's path.
     """
-    path = Path(path)
+    path = local_path(path, "Report path")
     check_report_path(path, overwrite)
     columns = [c for c in dict.fromkeys((label_field, score_field, truth_field)) if c is not None]
     targets = [outcome.target for outcome in result.files if outcome.status in ("written", "skipped")]
@@ -114,6 +114,16 @@ def write_run_report(result: Any, path: str | os.PathLike[str], *, label_field: 
 
 
 def _read_output_columns(target: AnyPath, columns: list[str]) -> pd.DataFrame:
+    """Just ``columns`` of one output: a file (local or remote), or a large input's folder of parts, in order."""
+    from .output_parts import output_files
+
+    files = output_files(target)
+    if len(files) != 1 or files[0] != target:
+        return pd.concat([_read_file_columns(path, columns) for path in files], ignore_index=True)
+    return _read_file_columns(target, columns)
+
+
+def _read_file_columns(target: AnyPath, columns: list[str]) -> pd.DataFrame:
     """Just ``columns`` of one output file (parquet: only those columns are read), local or remote."""
     if target.suffix == ".parquet":
         import pyarrow.parquet as pq
@@ -139,7 +149,7 @@ def check_report_path(path: str | os.PathLike[str], overwrite: bool = False) -> 
     Call it before long work starts (the CLI does, before the cluster): an existing file is
     replaced only when it is a report this module wrote, or with ``overwrite``.
     """
-    path = Path(path)
+    path = local_path(path, "Report path")
     if path.is_symlink():
         raise InputError(f"Report path {path} is a symbolic link; give the path of a regular file (links are not followed).")
     if path.is_dir():

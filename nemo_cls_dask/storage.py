@@ -181,7 +181,8 @@ def filesystem(protocol: str, storage_options: dict[str, Any] | None = None) -> 
         cls = fsspec.get_filesystem_class(protocol)
     except ImportError as error:
         known = known_implementations.get(protocol, {})
-        package = str(known.get("class", "")).split(".")[0] or "the fsspec filesystem package"
+        missing = getattr(error.__cause__, "name", None) or getattr(error, "name", None)  # sftp:// lacks paramiko, not fsspec
+        package = (missing or str(known.get("class", ""))).split(".")[0] or "the fsspec filesystem package"
         raise InputError(
             f"{protocol}:// paths need the {package} package, which is not installed: "
             f"pip install {package} ({error})."
@@ -285,17 +286,17 @@ def same_store(a: AnyPath, b: AnyPath) -> bool:
     return not is_remote(a) or a.protocol == b.protocol
 
 
-def local_folder(path: str | os.PathLike[str], what: str) -> Path:
+def local_path(path: str | os.PathLike[str], what: str) -> Path:
     """``path`` as a local :class:`~pathlib.Path` (plain path or ``file://`` URL), or an error for other URLs.
 
-    Models are saved to and loaded from the local disk (``--model`` takes a folder or a hub
-    id, not a URL), so a model folder given as ``s3://...`` is refused instead of becoming a
-    local folder named ``s3:``.
+    For what is saved to and read from the local disk only: models (``--model`` takes a
+    folder or a hub id, not a URL) and HTML reports. A URL there is refused instead of
+    becoming a local folder named ``s3:``.
     """
     protocol, rest = split_protocol(os.fspath(path))
     if protocol is not None and protocol not in LOCAL_PROTOCOLS:
         raise InputError(
-            f"{what} must be a local folder (models are saved and loaded from the local disk), got {path}; "
-            "save locally, then copy the folder to the store."
+            f"{what} must be a local path (it is written to and read from the local disk), got {path}; "
+            "write it locally, then copy it to the store."
         )
     return Path(rest).expanduser()

@@ -8,6 +8,9 @@ Which cluster each test uses, and why:
 * ``file://`` is the local disk under another name: its tests use a real ``LocalCluster``
   with a worker process, the CLI joining it with ``--scheduler``.
 * Errors that must come before a cluster starts run with cluster start-up patched to fail.
+* Reader, lock, writer-failure and train tests need no cluster: they run in this process
+  (dask's synchronous or threaded scheduler), which sees memory://.
+* The cluster fixtures are per test, and no test takes both: one cluster at a time.
 
 Float columns are compared exactly: the URL and the plain-path run of a test use the same
 cluster, the same fp32 model and the same partitions, so the same arithmetic.
@@ -46,10 +49,7 @@ MEMORY = fsspec.filesystem("memory")
 
 @pytest.fixture
 def process_client():
-    """A real cluster with one worker process (for file:// and for refusing memory://).
-
-    Both cluster fixtures are per test and no test takes both: one cluster at a time.
-    """
+    """A real cluster with one worker process (for file:// and for refusing memory://)."""
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, Client(cluster) as client:
         yield client
 
@@ -334,7 +334,7 @@ def test_gs_without_gcsfs_and_unknown_protocols_are_named(tmp_path, head_checkpo
 
 
 def test_model_folders_stay_local(tmp_path, memory_root, varied_texts, capsys, monkeypatch):
-    """train/distill read URL inputs, but their model folder must be local (not a folder named 's3:')."""
+    """train/distill read URL inputs, but model folders and reports must be local (not a folder named 's3:')."""
     pool = tmp_path / "pool.jsonl"
     pd.DataFrame({"text": varied_texts[:4], "label": ["a", "b"] * 2}).to_json(pool, orient="records", lines=True)
     MEMORY.put(str(pool), f"{memory_root}/pool.jsonl")
@@ -342,9 +342,11 @@ def test_model_folders_stay_local(tmp_path, memory_root, varied_texts, capsys, m
     work.mkdir()
     monkeypatch.chdir(work)
     assert main(["train", f"memory://{memory_root}/pool.jsonl", "--out", "s3://bucket/model"]) == 2
-    assert "--out must be a local folder" in capsys.readouterr().err
+    assert "--out must be a local path" in capsys.readouterr().err
     assert main(["distill", f"file://{pool}", "gs://bucket/student", "--teacher", "debian-topics"]) == 2
-    assert "MODEL_OUT must be a local folder" in capsys.readouterr().err
+    assert "MODEL_OUT must be a local path" in capsys.readouterr().err
+    assert main(["classify", f"file://{pool}", "out", "--report", "s3://bucket/run.html"]) == 2
+    assert "Report path must be a local path" in capsys.readouterr().err
     assert main(["distill", f"memory://{memory_root}/pool.jsonl", "student", "--teacher", "debian-topics"]) == 2
     assert "worker processes" in capsys.readouterr().err  # distill's own cluster could not read memory://
     assert list(work.iterdir()) == []
@@ -425,3 +427,39 @@ def test_any_missing_filesystem_package_is_named(tmp_path, head_checkpoint, no_c
     with pytest.raises(InputError, match=r"nopkg:// paths need the nemo_no_such_fs_package package.*pip install nemo_no_such_fs_package"):
         classify_files("nopkg://bucket/in", tmp_path / "out", _classifier(head_checkpoint))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_held_remote_lock_stops_a_second_run_before_any_work(tmp_path, memory_root, varied_texts, head_checkpoint,
+                                                              inprocess_client):
+    local_in = make_folder(tmp_path / "in", varied_texts, 2, files=2)
+    MEMORY.put(str(local_in), f"{memory_root}/in", recursive=True)
+    output = location(f"memory://{memory_root}/out")
+    with RemoteOutputLock(output, command="nemo-cls-dask classify first-run"):
+        with pytest.raises(OutputLockedError, match="first-run"):
+            classify_files(f"memory://{memory_root}/in", output, _classifier(head_checkpoint), client=inprocess_client)
+        assert _memory_outputs(f"{memory_root}/out") == [] and not MEMORY.exists(f"{memory_root}/out/{MANIFEST_NAME}")
+    done = classify_files(f"memory://{memory_root}/in", output, _classifier(head_checkpoint), client=inprocess_client)
+    assert len(done.written) == 2 and not done.notes  # a released lock is no takeover
+
+
+class _DeniedMemory(MemoryFileSystem):
+    """A store that refuses every look-up, as a bucket without read permission does."""
+
+    protocol = ("deniedmem",)
+
+    def info(self, path, **kwargs):
+        raise PermissionError(f"access denied: {path}")
+
+    def exists(self, path, **kwargs):
+        return bool(self.info(path))
+
+
+fsspec.register_implementation("deniedmem", _DeniedMemory, clobber=True)
+
+
+def test_store_errors_are_named_before_a_cluster(tmp_path, varied_texts, head_checkpoint, no_cluster):
+    local_in = make_folder(tmp_path / "in", varied_texts, 2, files=1)
+    with pytest.raises(InputError, match="Cannot list the input deniedmem://.*PermissionError: access denied"):
+        read_frame("deniedmem://bucket/in")
+    with pytest.raises(OutputError, match="Cannot access the output deniedmem://.*PermissionError: access denied"):
+        classify_files(local_in, "deniedmem://bucket/out", _classifier(head_checkpoint))

@@ -82,6 +82,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="invalid UTF-8 in jsonl/csv input: fail naming the file and line (strict), or read it as U+FFFD (replace)",
     )
     parser.add_argument(
+        "--part-rows", type=positive_int, default=None, metavar="N",
+        help="an input file of more rows is written as a folder of parts of N rows under its output name "
+             "(OUTPUT/name.parquet/part.00000.parquet ...), resumed per part; bounds a writer's memory "
+             "(default: 50000)",
+    )
+    parser.add_argument(
         "--report", default=None, metavar="PATH.html",
         help="also write an HTML report (label distribution, confidence, throughput and padding, accuracy and "
              "confusion matrix with --truth-field) from the output files' label/score/truth columns",
@@ -125,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         progress=args.progress,
         echo=_echo,
         storage_options=storage_options(args),
+        **({"part_rows": args.part_rows} if args.part_rows else {}),
     )
     if not result.written and not result.failed:
         print(f"all {len(result.files)} output file(s) under {output} are complete; nothing to do (--overwrite redoes them)")

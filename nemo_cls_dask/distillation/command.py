@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from ..cluster import close_client, get_client
     from ..cli.options import storage_options
     from ..io import read_frame
-    from ..storage import in_process_only, local_folder, location
+    from ..storage import in_process_only, local_path, location
     from .core import check_model_out, distill
 
     client = None
@@ -87,9 +87,9 @@ def run(args: argparse.Namespace) -> int:
         for name in (args.text_field, args.truth_field):  # checked again by distill(), but before a cluster starts
             if name is not None and name not in pool.columns:
                 raise NemoClsDaskError(f"Column {name!r} is not in {args.input}; its columns are {list(pool.columns)}.")
-        model_out = check_model_out(local_folder(args.model_out, "MODEL_OUT"))
+        model_out = check_model_out(local_path(args.model_out, "MODEL_OUT"))
         teacher.describe()
-        work_dir = local_folder(args.work_dir, "--work-dir") if args.work_dir else model_out.parent / f"{model_out.name}.teacher-outputs"
+        work_dir = local_path(args.work_dir, "--work-dir") if args.work_dir else model_out.parent / f"{model_out.name}.teacher-outputs"
         client = get_client(args.scheduler, device=args.cluster_device, n_workers=args.n_workers)
         result = distill(
             teacher, args.student, pool, work_dir=work_dir, model_out=model_out, text_field=args.text_field,
