@@ -31,6 +31,15 @@ DEFAULT_MIN_FILL = 0.125
 #: depend on its partition or batch. Closing early keeps small partitions' padding low
 #: (figures: BENCHMARKS.md, "Inference against the tools users would pick instead").
 INFERENCE_MIN_FILL = 1 / 32
+#: On CPU, attention models also cap ``rows x longest_row**2`` per batch (the size of one
+#: head's attention scores, summed over rows) at one 512-token row. Self-attention's score
+#: tensors grow with the square of the length; once a batch's no longer fit in cache the CPU
+#: waits on memory. Measured on the 2-core AVX2 EPYC, fp32 (BENCHMARKS.md, "Speed, second
+#: round"): DeBERTa-v3-base shape at ~490 tokens ran 0.50 docs/s at 16 rows per batch and
+#: 0.81 docs/s at one row per batch; MiniLM at ~89 tokens ran 1.08x faster with ~23-row
+#: batches than with ~92. GPUs keep the token budget alone. Only used when the user left
+#: ``batch_tokens`` unset, and only for layouts whose cost is quadratic in the length.
+DEFAULT_CPU_ATTENTION_CELLS = 512 * 512
 
 
 def plan_batches(
@@ -42,6 +51,7 @@ def plan_batches(
     sort_by_length: bool = True,
     min_padding_efficiency: float = DEFAULT_MIN_PADDING_EFFICIENCY,
     min_fill: float = DEFAULT_MIN_FILL,
+    attention_cells: int | None = None,
 ) -> list[np.ndarray]:
     """Split ``rows`` (positions into ``lengths``) into batches within the token budget.
 
@@ -52,6 +62,8 @@ def plan_batches(
     ``min_fill x batch_tokens`` tokens is also closed when the next row would bring its share
     of real (non-padding) tokens below ``min_padding_efficiency``: in sorted order, that is
     where lengths jump, and a new batch wastes less than padding every row up to the jump.
+    ``attention_cells`` (optional) also keeps ``rows x longest_row**2`` within it (see
+    :data:`DEFAULT_CPU_ATTENTION_CELLS`).
     """
     if batch_tokens < 1 or max_batch_rows < 1:
         raise ValueError("batch_tokens and max_batch_rows must be positive")
@@ -68,6 +80,8 @@ def plan_batches(
         grown = max(longest, length)
         if count > 1:
             over_budget = count * grown > batch_tokens or count > max_batch_rows
+            if attention_cells is not None and count * grown * grown > attention_cells:
+                over_budget = True
             full_enough = (count - 1) * longest >= min_fill * batch_tokens
             wasteful = full_enough and (real + length) < min_padding_efficiency * count * grown
             if over_budget or wasteful:

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .batching import (
+    DEFAULT_CPU_ATTENTION_CELLS,
     DEFAULT_CPU_BATCH_TOKENS,
     DEFAULT_CUDA_BATCH_TOKENS,
     DEFAULT_MAX_BATCH_ROWS,
@@ -136,6 +137,25 @@ def default_batch_tokens(device: torch.device) -> int:
     return DEFAULT_CUDA_BATCH_TOKENS if device.type == "cuda" else DEFAULT_CPU_BATCH_TOKENS
 
 
+def default_attention_cells(loaded: LoadedModel, settings: BatchSettings) -> int | None:
+    """The CPU cap on ``rows x length**2`` per batch, where it applies (else ``None``).
+
+    It applies on CPU when the user left ``batch_tokens`` unset and the model's layout costs
+    quadratic time in the length (:attr:`CheckpointLayout.attention`): the light layouts
+    (KimCNN, TF-IDF) are linear and keep large batches.
+    """
+    if loaded.device.type != "cpu" or settings.batch_tokens is not None:
+        return None
+    from .errors import ModelLoadError
+    from .models.layouts import layout_named
+
+    try:
+        quadratic = layout_named(loaded.info.layout).attention
+    except ModelLoadError:  # a layout unknown to this process: keep the token budget alone
+        return None
+    return DEFAULT_CPU_ATTENTION_CELLS if quadratic else None
+
+
 @dataclass
 class Inference:
     """One run over ragged rows: everything is in the rows' order, float32, on the model's device.
@@ -189,6 +209,7 @@ def infer(
         max_batch_rows=settings.max_batch_rows,
         sort_by_length=settings.sort_by_length,
         min_fill=INFERENCE_MIN_FILL,
+        attention_cells=default_attention_cells(loaded, settings),
     )
     pad_id = loaded.tokenizer.pad_token_id
     pad_id = 0 if pad_id is None else int(pad_id)

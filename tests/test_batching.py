@@ -362,3 +362,50 @@ def test_inference_planning_pads_little_on_small_partitions_of_real_text():
     assert engine.INFERENCE_MIN_FILL == INFERENCE_MIN_FILL < DEFAULT_MIN_FILL
     assert efficiency(INFERENCE_MIN_FILL) >= 0.97
     assert efficiency(DEFAULT_MIN_FILL) < efficiency(INFERENCE_MIN_FILL)
+
+
+# --------------------------------------------------------------------------- attention cap (CPU)
+
+
+def test_attention_cells_cap_rows_times_squared_length():
+    """Long rows get small batches under the cap while the token budget alone allows many."""
+    lengths = np.full(12, 300, dtype=np.int64)
+    rows = np.arange(12)
+    by_tokens = plan_batches(lengths, rows, batch_tokens=8192, min_padding_efficiency=0.0)
+    capped = plan_batches(lengths, rows, batch_tokens=8192, min_padding_efficiency=0.0, attention_cells=512 * 512)
+    assert [len(batch) for batch in by_tokens] == [12]
+    assert [len(batch) for batch in capped] == [2] * 6  # 2 x 300**2 fits 512**2, 3 x 300**2 does not
+    assert sorted(np.concatenate(capped).tolist()) == rows.tolist()
+    short = np.full(40, 20, dtype=np.int64)  # short rows: the token budget binds first, as before
+    assert [len(b) for b in plan_batches(short, np.arange(40), batch_tokens=200, attention_cells=512 * 512)] == [10] * 4
+
+
+def test_engine_caps_attention_on_cpu_only_when_batch_tokens_is_unset(head_checkpoint):
+    """An attention model on CPU gets the cap by default; a budget the user sets is kept as given;
+    the light layouts (linear in the length) never get it. Outputs agree either way (fp32; other
+    batch shapes change round-off only, hence the tolerance)."""
+    from nemo_cls_dask.batching import DEFAULT_CPU_ATTENTION_CELLS
+    from nemo_cls_dask.engine import BatchSettings, default_attention_cells, engine_stats, infer, reset_engine_stats
+    from nemo_cls_dask.lightweight.checkpoint import LAYOUT as KIMCNN
+    from nemo_cls_dask.lightweight.tfidf_checkpoint import LAYOUT as TFIDF
+    from nemo_cls_dask.models.layouts import layout_named
+    from nemo_cls_dask.models.loading import get_model
+
+    loaded = get_model(str(head_checkpoint))
+    assert default_attention_cells(loaded, BatchSettings()) == DEFAULT_CPU_ATTENTION_CELLS
+    assert default_attention_cells(loaded, BatchSettings(batch_tokens=8192)) is None
+    assert layout_named(KIMCNN).attention is False and layout_named(TFIDF).attention is False
+
+    texts = [" ".join(["word"] * 250)] * 20
+    encoded = encode(loaded.tokenizer, texts, np.ones(len(texts), dtype=bool), 256)
+    width = int(encoded.lengths.max())
+    assert width > 200  # long enough that the cap binds before the token budget
+    reset_engine_stats()
+    capped = infer(loaded, encoded, BatchSettings(autocast=False)).outputs
+    capped_batches = engine_stats()["batches"]
+    reset_engine_stats()
+    free = infer(loaded, encoded, BatchSettings(autocast=False, batch_tokens=8192)).outputs
+    assert engine_stats()["batches"] == 1
+    assert capped_batches == -(-len(texts) // max(1, DEFAULT_CPU_ATTENTION_CELLS // width**2))
+    assert capped_batches > 1
+    torch.testing.assert_close(capped, free, rtol=1e-5, atol=1e-5)

@@ -91,6 +91,7 @@ class KimCNNLayout(CheckpointLayout):
     """A light KimCNN model: ``{"architecture": "kimcnn"}`` in config.json, a fitted vocabulary."""
 
     name = LAYOUT
+    attention = False  # linear in the length: large CPU batches stay
     priority = 10
 
     def recognises(self, config: dict[str, Any]) -> bool:

@@ -145,6 +145,7 @@ class TfidfLinearLayout(CheckpointLayout):
     """A TF-IDF vectorizer and linear model: ``{"architecture": "tfidf-linear"}`` in config.json."""
 
     name = LAYOUT
+    attention = False  # linear in the length: large CPU batches stay
     priority = 10
 
     def recognises(self, config: dict[str, Any]) -> bool:

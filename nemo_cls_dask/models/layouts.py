@@ -70,6 +70,9 @@ class CheckpointLayout:
     name: ClassVar[str] = ""
     #: Lower is tried first. Layouts recognised by a marker key keep the default.
     priority: ClassVar[int] = 50
+    #: True when the model's cost grows with the square of the length (self-attention): on
+    #: CPU the engine then also caps ``rows x length**2`` per batch. Light layouts set False.
+    attention: ClassVar[bool] = True
 
     def recognises(self, config: dict[str, Any]) -> bool:
         """True when ``config`` (the folder's ``config.json``) is in this layout."""
