@@ -130,12 +130,13 @@ def fit_head(model, tokenizer, texts: list[str], targets: np.ndarray) -> None:
 # ------------------------------------------------------------------------------ measures
 
 
-def gemm_flops_per_second(dtype: torch.dtype, threads: int, seconds: float = 2.0) -> float:
-    """Measured matrix-multiply throughput for shapes like the model's (rows x 384 x 1536)."""
+def gemm_flops_per_second(dtype: torch.dtype, threads: int, seconds: float = 2.0,
+                          hidden: int = 384, intermediate: int = 1536) -> float:
+    """Measured matrix-multiply throughput at a model's feed-forward shape (2048 x hidden x intermediate)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
-    a = torch.randn(2048, 384, dtype=dtype)
-    b = torch.randn(384, 1536, dtype=dtype)
+    a = torch.randn(2048, hidden, dtype=dtype)
+    b = torch.randn(hidden, intermediate, dtype=dtype)
     for _ in range(3):
         a @ b
     count, start = 0, time.perf_counter()
@@ -144,7 +145,7 @@ def gemm_flops_per_second(dtype: torch.dtype, threads: int, seconds: float = 2.0
         count += 1
     elapsed = time.perf_counter() - start
     torch.set_num_threads(previous)
-    return count * 2 * 2048 * 384 * 1536 / elapsed
+    return count * 2 * 2048 * hidden * intermediate / elapsed
 
 
 def token_lengths(tokenizer, texts: list[str]) -> np.ndarray:

@@ -67,16 +67,8 @@ SETTINGS = {
 
 
 def gemm_flops_per_second(hidden: int, intermediate: int, dtype: torch.dtype, seconds: float = 2.0) -> float:
-    """Measured matrix-product throughput at the model's feed-forward shape (2048 x hidden x intermediate)."""
-    a = torch.randn(2048, hidden, dtype=dtype)
-    b = torch.randn(hidden, intermediate, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        a @ b
-        count += 1
-    return count * 2 * 2048 * hidden * intermediate / (time.perf_counter() - start)
+    """Measured matrix-product throughput at the model's feed-forward shape, on the current threads."""
+    return workloads.bench_inference.gemm_flops_per_second(dtype, torch.get_num_threads(), seconds, hidden, intermediate)
 
 
 def cpu_line() -> str:
