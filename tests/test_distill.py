@@ -152,6 +152,36 @@ def test_multi_label_soft_targets_make_each_label_learn_probabilities():
         assert np.abs(learned - target).max() < 3e-3, kind
 
 
+def test_multi_label_kimcnn_and_transformer_students_learn_probabilities(tmp_path):
+    """Neural students take a multi-label teacher's probabilities as soft labels (BCE against p).
+    Every probability is under 0.5, so hard labels would leave every label off (the student
+    would learn ~0); soft ones make the mean predicted probability the mean target, ~0.3 and
+    ~0.2. Tolerance 0.05: Adam after a few epochs sits near, not at, the optimum; 0 is 4x that away."""
+    from nemo_cls_dask import TextClassifier
+
+    frame = toy_frame(n=240, seed=7)
+    rng = np.random.default_rng(1)
+    names = ("fruit", "space")
+    proba = np.c_[rng.uniform(0.1, 0.5, len(frame)), rng.uniform(0.05, 0.35, len(frame))]
+    texts = frame["text"].tolist()
+    backbone = make_backbone_checkpoint(tmp_path / "backbone")
+    students = {
+        "kimcnn": kimcnn("multi_label", epochs=15),
+        "transformer": TextClassifier(str(backbone), problem="multi_label", frozen_backbone=True, epochs=15,
+                                      learning_rate=1e-2, validation_fraction=0.0, early_stopping_patience=None,
+                                      verbose=False, device="cpu", autocast=False),
+    }
+    for name, student in students.items():
+        fitted = fit_student(student, texts, proba, [[] for _ in texts], "multi_label", names, "soft", seed=0,
+                             soft_min_prob=0.0)
+        assert tuple(fitted.labels_) == names, name
+        learned = fitted.predict_proba(texts).mean(axis=0)
+        assert np.abs(learned - proba.mean(axis=0)).max() < 0.05, (name, learned)
+    with pytest.raises(InputError, match=r"label 'fruit' has probability 1.5"):
+        kimcnn("multi_label").fit(pd.DataFrame({"text": ["a", "b"], "tags": [{"fruit": 1.5}, {"space": 0.2}]}),
+                                  label_field="tags")
+
+
 def test_true_labelled_rows_train_the_student_too(single_teacher, pool, tmp_path):
     # "zebra" is in no pool text: only the true rows can teach the student that it means fruit.
     true = pd.DataFrame({"text": [f"zebra {w}" for w in SPACE * 5], "topic": "fruit"})
@@ -416,12 +446,16 @@ def test_cli_distills_a_folder(single_teacher, pool, tmp_path):
     pool.iloc[:200].to_parquet(data / "a.parquet")
     pool.iloc[200:].to_parquet(data / "b.parquet")
     teacher = _saved(single_teacher, tmp_path / "teacher")
+    # True-labelled rows from a file: "zebra" is in no pool text, so only they teach it (label column = --truth-field).
+    pd.DataFrame({"text": [f"zebra {w}" for w in SPACE * 5], "topic": "fruit"}).to_json(
+        tmp_path / "true.jsonl", orient="records", lines=True)
     done = _cli(str(data), "student", "--teacher", str(teacher), "--student", "tfidf", "--truth-field", "topic",
-                "--n-workers", "1", "--speed-rows", "40", cwd=tmp_path)
+                "--labelled", str(tmp_path / "true.jsonl"), "--n-workers", "1", "--speed-rows", "40", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "agreement" in done.stdout and "docs/s" in done.stdout
+    assert "agreement" in done.stdout and "docs/s" in done.stdout and "+ 40 true-labelled" in done.stdout
     report = json.loads((tmp_path / "student" / "distill_report.json").read_text())
     assert report["pool_rows"] == len(pool) and report["teacher_partitions_run"] == [0, 1]
+    assert report["labelled_rows"] == 40
     assert report["targets"] == "soft" and report["student_metrics"]["agreement"] > 0.85
     assert sorted(p.name for p in (tmp_path / "student.teacher-outputs" / "outputs").iterdir()) == [
         "part-00000.parquet", "part-00001.parquet"]
@@ -442,4 +476,9 @@ def test_cli_bad_column_exits_2_before_a_cluster_starts(single_teacher, pool, tm
     done = _cli(str(tmp_path / "pool.parquet"), "student", "--teacher", str(_saved(single_teacher, tmp_path / "t")),
                 "--text-field", "body", cwd=tmp_path)
     assert done.returncode == 2 and "Column 'body'" in done.stderr
+    assert not (tmp_path / "student").exists() and not (tmp_path / "student.teacher-outputs").exists()
+    pd.DataFrame({"text": ["a b"], "section": ["fruit"]}).to_parquet(tmp_path / "true.parquet")
+    done = _cli(str(tmp_path / "pool.parquet"), "student", "--teacher", str(_saved(single_teacher, tmp_path / "t2")),
+                "--labelled", str(tmp_path / "true.parquet"), "--truth-field", "topic", cwd=tmp_path)
+    assert done.returncode == 2 and "['topic'] are not in --labelled" in done.stderr  # default label column: --truth-field
     assert not (tmp_path / "student").exists() and not (tmp_path / "student.teacher-outputs").exists()

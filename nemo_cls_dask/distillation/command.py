@@ -3,7 +3,8 @@
 INPUT is a parquet, jsonl or csv file or folder (the unlabelled pool). The teacher's outputs go to
 ``--work-dir`` (default ``MODEL_OUT.teacher-outputs``) partition by partition, so running
 the same command again after an interruption pays the teacher only for what is missing.
-The student is saved to MODEL_OUT with ``distill_report.json`` beside it.
+The student is saved to MODEL_OUT with ``distill_report.json`` beside it. ``--labelled FILE``
+adds true-labelled rows the student trains on too (``distill(labelled=...)``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--heldout-fraction", type=float, default=0.1)
     parser.add_argument("--targets", default="auto", choices=TARGETS,
                         help="auto: the teacher's probabilities where the student can learn them, else its labels")
+    parser.add_argument("--labelled", default=None,
+                        help="true-labelled rows (parquet, jsonl or csv file or folder) the student trains on too, "
+                             "beside the teacher's outputs; never sent to the teacher")
+    parser.add_argument("--labelled-field", default=None,
+                        help="label column of --labelled (default: --truth-field if given, else 'label')")
     parser.add_argument("--max-train-rows", type=int, default=None)
     parser.add_argument("--speed-rows", type=int, default=500, help="held-out rows both models are timed on (0: none)")
     parser.add_argument("--seed", type=int, default=0)
@@ -67,6 +73,30 @@ def build_teacher(args: argparse.Namespace) -> Any:
     return DistributedDataClassifier(model_identifier=args.teacher, **options)
 
 
+def labelled_field(args: argparse.Namespace) -> str:
+    """The label column of ``--labelled``: ``--labelled-field``, else ``--truth-field``, else ``label``."""
+    return args.labelled_field or args.truth_field or "label"
+
+
+def read_labelled(args: argparse.Namespace, options: dict[str, Any]) -> Any:
+    """``--labelled`` read into memory (a pandas frame; true-labelled rows are few), its columns
+    checked before a cluster starts; None without ``--labelled``."""
+    if args.labelled is None:
+        if args.labelled_field is not None:
+            raise NemoClsDaskError("--labelled-field goes with --labelled (a file of true-labelled rows).")
+        return None
+    from ..io import read_frame
+
+    frame = read_frame(args.labelled, storage_options=options)
+    field = labelled_field(args)
+    missing = [name for name in (args.text_field, field) if name not in frame.columns]
+    if missing:
+        raise NemoClsDaskError(f"Column(s) {missing} are not in --labelled {args.labelled}; its columns are "
+                               f"{list(frame.columns)} (the label column is --labelled-field, default "
+                               f"--truth-field or 'label').")
+    return frame[[args.text_field, field]].compute()
+
+
 def run(args: argparse.Namespace) -> int:
     """Distil, print the report and return the exit code (errors of this package propagate:
     the CLI prints them and exits with 2)."""
@@ -87,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         for name in (args.text_field, args.truth_field):  # checked again by distill(), but before a cluster starts
             if name is not None and name not in pool.columns:
                 raise NemoClsDaskError(f"Column {name!r} is not in {args.input}; its columns are {list(pool.columns)}.")
+        labelled = read_labelled(args, options)
         model_out = check_model_out(local_path(args.model_out, "MODEL_OUT"))
         teacher.describe()
         work_dir = local_path(args.work_dir, "--work-dir") if args.work_dir else model_out.parent / f"{model_out.name}.teacher-outputs"
@@ -95,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
             teacher, args.student, pool, work_dir=work_dir, model_out=model_out, text_field=args.text_field,
             truth_field=args.truth_field, heldout_fraction=args.heldout_fraction, seed=args.seed,
             targets=args.targets, max_train_rows=args.max_train_rows, speed_rows=args.speed_rows,
+            labelled=labelled, labelled_field=labelled_field(args),
         )
     finally:
         if client is not None:

@@ -15,14 +15,18 @@ student                        single-label                multi-label / regress
                                ``sample_weight``           whose estimator takes
                                                            ``sample_weight``, else hard;
                                                            regression: not supported
-``TextClassifier``             soft (``sample_weight``)    hard / the teacher's values
-``KimCNNClassifier``           hard (no sample weights)    hard / the teacher's values
+``TextClassifier``             soft (``sample_weight``)    multi-label: soft (label-
+                                                           probability dicts);
+                                                           regression: the teacher's values
+``KimCNNClassifier``           hard (no sample weights)    the same as ``TextClassifier``
 =============================  ==========================  ===========================
 
 Multi-label soft targets, for a one-vs-rest student: each label's binary model is fitted
 on every text twice, once as "on" weighted by the teacher's probability ``p_k`` and once
 as "off" weighted ``1 - p_k``, which is exactly the binary cross-entropy against ``p_k``.
-(The transformer's multi-label loss takes 0/1 label sets only, so it learns hard labels.)
+The transformer and KimCNN students take the probabilities directly: their label column
+holds one ``{label: p_k}`` dict per text (soft labels, :mod:`nemo_cls_dask.train.data`),
+and their loss is the binary cross-entropy against each ``p_k``.
 
 A scikit-learn pipeline's transformers (the TF-IDF vectorizer) are fitted on each text
 once; only its last step sees the expanded rows, so document frequencies are not skewed.
@@ -115,6 +119,8 @@ def takes_soft_targets(student: Any) -> bool:
             return True
         if isinstance(student, SklearnTextClassifier):
             return has_fit_parameter(_final_step(student.estimator), "sample_weight")
+    if student.problem == "multi_label" and isinstance(student, (TextClassifier, KimCNNClassifier)):
+        return True
     if student.problem == "multi_label" and isinstance(student, SklearnTextClassifier):
         from sklearn.multiclass import OneVsRestClassifier
 
@@ -134,9 +140,10 @@ def choose_targets(student: Any, targets: str) -> str:
     soft = takes_soft_targets(student)
     if targets == "soft" and not soft:
         raise InputError(
-            f"{type(student).__name__} ({student.problem}) cannot take soft targets: only single-label "
-            f"TextClassifier students, scikit-learn students whose last step's fit takes sample_weight and "
-            f"multi-label scikit-learn students ending in a OneVsRestClassifier of such an estimator can. "
+            f"{type(student).__name__} ({student.problem}) cannot take soft targets: only TextClassifier "
+            f"students, multi-label KimCNN students, scikit-learn students whose last step's fit takes "
+            f"sample_weight and multi-label scikit-learn students ending in a OneVsRestClassifier of such an "
+            f"estimator can. "
             f"Pass targets='hard' or 'auto'."
         )
     return "soft" if soft and targets != "hard" else "hard"
@@ -168,8 +175,12 @@ def fit_student(student: Any, texts: list[str], scores: np.ndarray, labels: Any,
     if kind == "hard":
         frame = pd.DataFrame({"text": texts, "label": list(labels)})
         return student.fit(frame, text_field="text", label_field="label")
-    if teacher_problem == "multi_label":
+    if teacher_problem == "multi_label" and isinstance(student, SklearnTextClassifier):
         return _fit_sklearn_soft_multi_label(student, texts, scores, labels, output_names)
+    if teacher_problem == "multi_label":
+        soft = [dict(zip(output_names, row.tolist())) for row in np.clip(scores.astype(np.float64), 0.0, 1.0)]
+        frame = pd.DataFrame({"text": texts, "label": pd.Series(soft, dtype=object)})
+        return student.fit(frame, text_field="text", label_field="label")
     rows, row_labels, weights = expand_soft(texts, scores, output_names, soft_min_prob)
     expanded_texts = [texts[i] for i in rows]
     if isinstance(student, TextClassifier):

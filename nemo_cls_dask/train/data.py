@@ -1,5 +1,10 @@
 """Training data: label columns -> targets, first-pass summaries, chunked sources, splits.
 
+A multi-label row is a list of labels (each on, the rest off) or a dict of per-label
+probabilities ``{"fruit": 0.8, "space": 0.1}``: *soft labels*, learned as the binary
+cross-entropy against each probability (labels the dict leaves out are off). Distillation
+gives a multi-label teacher's probabilities to its students this way.
+
 A source hands out pandas chunks: a pandas frame is one chunk, a dask frame one chunk per
 partition (``ddf.partitions[i]``, computed one at a time, never the whole frame at once).
 """
@@ -7,7 +12,7 @@ partition (``ddf.partitions[i]``, computed one at a time, never the whole frame 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -64,6 +69,8 @@ def row_labels(values: Sequence[Any], problem: str, column: str, label_sep: str 
                         f"needs a list of labels per row, or pass label_sep=',' (the delimiter) to split them."
                     )
                 out.append([part.strip() for part in value.split(label_sep) if part.strip()])
+            elif isinstance(value, Mapping):
+                out.append(_soft_label_set(value, column))
             elif isinstance(value, (list, tuple, set, np.ndarray, pd.Series)):
                 items = list(value)
                 bad = [item for item in items if not isinstance(item, str)]
@@ -76,8 +83,23 @@ def row_labels(values: Sequence[Any], problem: str, column: str, label_sep: str 
             else:
                 raise InputError(
                     f"Label column {column!r} holds {type(value).__name__} values such as {value!r}; a "
-                    f"multi_label problem needs a list of label strings per row (or strings with label_sep)."
+                    f"multi_label problem needs a list of label strings per row, a dict of label probabilities, "
+                    f"or strings with label_sep."
                 )
+    return out
+
+
+def _soft_label_set(value: Mapping, column: str) -> dict[str, float]:
+    """A multi-label row given as ``{label: probability}``, checked: string keys, finite values in [0, 1]."""
+    out: dict[str, float] = {}
+    for label, probability in value.items():
+        if not isinstance(label, str):
+            raise InputError(f"Label column {column!r}: label-probability dicts need string keys, found {label!r}.")
+        number = float(probability) if isinstance(probability, (int, float, np.integer, np.floating)) else math.nan
+        if not 0.0 <= number <= 1.0:
+            raise InputError(f"Label column {column!r}: label {label!r} has probability {probability!r}; soft labels "
+                             f"must be numbers in [0, 1].")
+        out[label] = number
     return out
 
 
@@ -110,6 +132,10 @@ def summarize_partition(part: pd.DataFrame, problem: str, label_fields: tuple[st
         if item is None:
             missing += 1
             continue
+        if isinstance(item, dict):  # soft labels count by their probability
+            for label, probability in item.items():
+                counts["label:" + label] = counts.get("label:" + label, 0.0) + probability
+            continue
         for label in [item] if _single_label(problem) else set(item):
             counts["label:" + label] = counts.get("label:" + label, 0.0) + 1.0
     values[MISSING_KEY] = float(missing)
@@ -138,7 +164,7 @@ def encode_targets(
     label2id: dict[str, int] | None,
     what: str,
 ) -> np.ndarray:
-    """Targets of a chunk: int64 class ids, a float32 0/1 matrix, or float32 values.
+    """Targets of a chunk: int64 class ids, a float32 matrix (0/1, or soft labels' probabilities), or float32 values.
 
     Raises on missing targets (naming the column and count) and on labels not in
     ``label2id`` (listing them).
@@ -171,7 +197,7 @@ def encode_targets(
     matrix = np.zeros((len(labels), len(label2id)), dtype=np.float32)
     for row, item in enumerate(labels):
         for label in item:
-            matrix[row, label2id[label]] = 1.0
+            matrix[row, label2id[label]] = item[label] if isinstance(item, dict) else 1.0
     return matrix
 
 
