@@ -27,7 +27,7 @@ from torch import nn
 
 from ..errors import ModelLoadError
 from ..models.files import check_weights_present, config_labels, load_safetensors, tensor_shapes, weights_file
-from ..models.layouts import CheckpointLayout, ModelInfo, register_layout
+from ..models.layouts import MarkerLayout, ModelInfo, register_layout
 from ..models.weights import check_shapes_on_meta, load_checked
 from .kimcnn import KimCNN
 from .vocab import VOCAB_FILE, TextVocab, vocab_fingerprint
@@ -87,15 +87,10 @@ def load_kimcnn_module(info: ModelInfo) -> KimCNN:
 
 
 @register_layout
-class KimCNNLayout(CheckpointLayout):
+class KimCNNLayout(MarkerLayout):
     """A light KimCNN model: ``{"architecture": "kimcnn"}`` in config.json, a fitted vocabulary."""
 
     name = LAYOUT
-    attention = False  # linear in the length: large CPU batches stay
-    priority = 10
-
-    def recognises(self, config: dict[str, Any]) -> bool:
-        return config.get(LAYOUT_KEY) == LAYOUT
 
     def describe(self, path: Path, config: dict[str, Any], cache_dir: str | None) -> ModelInfo:
         return describe_kimcnn(path, config)

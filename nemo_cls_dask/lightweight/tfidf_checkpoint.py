@@ -39,7 +39,7 @@ from torch import nn
 
 from ..errors import ModelLoadError
 from ..models.files import check_weights_present, config_labels, load_safetensors, tensor_shapes, weights_file
-from ..models.layouts import CheckpointLayout, ModelInfo, register_layout
+from ..models.layouts import MarkerLayout, ModelInfo, register_layout
 from ..models.weights import check_shapes_on_meta, load_checked
 from .tfidf_linear import TfidfLinear
 from .tfidf_terms import FIRST_TERM_ID, TermAnalyzer, TermTokenizer
@@ -141,15 +141,10 @@ def load_term_tokenizer(info: ModelInfo) -> TermTokenizer:
 
 
 @register_layout
-class TfidfLinearLayout(CheckpointLayout):
+class TfidfLinearLayout(MarkerLayout):
     """A TF-IDF vectorizer and linear model: ``{"architecture": "tfidf-linear"}`` in config.json."""
 
     name = LAYOUT
-    attention = False  # linear in the length: large CPU batches stay
-    priority = 10
-
-    def recognises(self, config: dict[str, Any]) -> bool:
-        return config.get(LAYOUT_KEY) == LAYOUT
 
     def describe(self, path: Path, config: dict[str, Any], cache_dir: str | None) -> ModelInfo:
         return describe_tfidf(path, config)

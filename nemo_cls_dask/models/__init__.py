@@ -7,12 +7,13 @@ from their own modules (:mod:`nemo_cls_dask.lightweight.checkpoint` for KimCNN).
 
 from . import composed, heads, multihead, sequence_classification  # noqa: F401  (register their layouts)
 from .heads import BackboneHeadModel
-from .layouts import CheckpointLayout, register_layout, registered_layouts
+from .layouts import CheckpointLayout, MarkerLayout, register_layout, registered_layouts
 from .loading import ModelInfo, describe_model, get_model, load_counts
 
 __all__ = [
     "BackboneHeadModel",
     "CheckpointLayout",
+    "MarkerLayout",
     "ModelInfo",
     "describe_model",
     "get_model",

@@ -14,6 +14,9 @@ name. Adding a layout is one new module::
         def describe(self, path, config, cache_dir): ...   # -> ModelInfo, JSON/headers only
         def load(self, info, cache_dir): ...                # -> nn.Module(input_ids, attention_mask)
 
+A light model of this package's own, marked by ``{"architecture": name}``, subclasses
+:class:`MarkerLayout` instead and writes no ``recognises``.
+
 Layouts are tried by ascending :attr:`CheckpointLayout.priority`, then in registration
 order; the NVIDIA head layout, which accepts any config that names a ``base_model``, is
 tried last. This module imports nothing from the layouts, so it sits below all of them.
@@ -108,6 +111,21 @@ class CheckpointLayout:
         get = getattr(module, "get_input_embeddings", None)
         embedding = get() if callable(get) else None
         return getattr(embedding, "num_embeddings", None)
+
+
+class MarkerLayout(CheckpointLayout):
+    """A layout of this package's own light models, recognised by ``{"architecture": name}``
+    in config.json (KimCNN, TF-IDF + linear). Their cost is linear in the length, so the
+    engine keeps large CPU batches (``attention = False``); a marker is exact, so they are
+    tried before the layouts that guess from Hugging Face configs."""
+
+    #: The config.json key whose value is :attr:`name`.
+    marker_key: ClassVar[str] = "architecture"
+    priority: ClassVar[int] = 10
+    attention: ClassVar[bool] = False
+
+    def recognises(self, config: dict[str, Any]) -> bool:
+        return config.get(self.marker_key) == self.name
 
 
 _LAYOUTS: dict[str, CheckpointLayout] = {}
