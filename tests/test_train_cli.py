@@ -1,4 +1,4 @@
-"""``nemo-cls-dask train`` end to end, through the functions of nemo_cls_dask.cli_train."""
+"""``nemo-cls-dask train`` end to end, through the functions of nemo_cls_dask.cli.train."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from nemo_cls_dask import DistributedDataClassifier
-from nemo_cls_dask.cli_train import add_train_parser, run_train
+from nemo_cls_dask.cli.train import add_parser as add_train_parser, run as run_train
 from nemo_cls_dask.testing import make_backbone_checkpoint
 
 FILLER = "the of and to a in is it you that he was for on are with as".split()
