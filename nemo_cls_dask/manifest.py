@@ -43,12 +43,46 @@ def _file_digest(path: Path) -> str:
     return _HASHES[key]
 
 
-def model_fingerprint(folder: Path) -> str:
-    """One sha256 over the names and contents of a checkpoint folder's files (not sub-folders)."""
+def model_fingerprint(folder: Path, others: Sequence[Path] = ()) -> str:
+    """One sha256 over the names and contents of a checkpoint folder's files (not sub-folders)
+    and of the ``others`` folders its outputs also depend on (see :func:`model_folders`).
+
+    Without ``others`` the value is the one earlier versions wrote, so their outputs resume.
+    """
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
         digest.update(path.name.encode() + b"\0" + _file_digest(path).encode() + b"\0")
+    for other in others:
+        digest.update(b"\1" + str(other).encode() + b"\0" + model_fingerprint(other).encode() + b"\0")
     return digest.hexdigest()[:16]
+
+
+def model_folders(info: Any, cache_dir: str | None) -> list[Path]:
+    """The folders besides ``info.path`` whose files change the model's outputs.
+
+    A head-only NVIDIA checkpoint's backbone folder (its ``base_model``: a re-saved
+    backbone changes every output though the head's folder is the same), and a composed
+    model's component folders with their own backbones. Empty for self-contained folders.
+    """
+    from .errors import ModelLoadError
+    from .models.files import weights_file
+    from .models.heads import backbone_folder, is_head_only
+
+    found: list[Path] = []
+    for component in (info.components or {}).values():
+        found += [component.path, *model_folders(component, cache_dir)]
+    if info.layout == "head":
+        try:
+            head_only = is_head_only(weights_file(info.path))
+        except ModelLoadError:  # describe() checked the weights already; nothing to add here
+            head_only = False
+        if head_only:
+            found.append(backbone_folder(info.config, cache_dir, str(info.path)))
+    unique: list[Path] = []
+    for folder in map(Path, found):
+        if folder.resolve() != Path(info.path).resolve() and folder not in unique:
+            unique.append(folder)
+    return unique
 
 
 def _plain(value: Any) -> Any:
@@ -78,7 +112,7 @@ def run_record(classifiers: Sequence[Any], output_format: str | None) -> dict[st
         records.append({
             "class": type(classifier).__name__,
             "model": _plain(classifier.model_identifier),
-            "model_fingerprint": model_fingerprint(Path(info.path)),
+            "model_fingerprint": model_fingerprint(Path(info.path), model_folders(info, getattr(classifier, "cache_dir", None))),
             "settings": settings,
             "columns": list(classifier.all_output_names()),
         })

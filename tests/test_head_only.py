@@ -65,3 +65,28 @@ def test_head_only_checkpoint_without_its_backbone_raises(head_only_checkpoint, 
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelLoadError, match="holds only the head"):
         BackboneHeadModel.from_pretrained(str(folder))
+
+
+def test_resume_record_covers_the_backbone_folder_of_a_head_only_checkpoint(head_only_checkpoint, head_checkpoint, tmp_path):
+    """A re-saved backbone changes every output of a head-only checkpoint whose own folder did
+    not change, so the run record's model fingerprint must change with it (resume refuses)."""
+    from nemo_cls_dask.manifest import differences, model_fingerprint, run_record
+    from nemo_cls_dask.testing import make_backbone_checkpoint
+
+    backbone = shutil.copytree(json.loads((head_only_checkpoint / "config.json").read_text())["base_model"],
+                               tmp_path / "backbone")
+    head = shutil.copytree(head_only_checkpoint, tmp_path / "head")
+    config = json.loads((head / "config.json").read_text())
+    (head / "config.json").write_text(json.dumps({**config, "base_model": str(backbone)}))
+
+    def record() -> dict:
+        return run_record([DistributedDataClassifier(model_identifier=str(head))], "parquet")
+
+    before = record()
+    assert before["classifiers"][0]["model_fingerprint"] != model_fingerprint(head)  # the backbone is in it
+    make_backbone_checkpoint(backbone, arch="deberta", seed=99)  # re-saved in place: new weights
+    after = record()
+    assert any(line.startswith("classifier model files:") for line in differences(before, after))
+    # A self-contained folder keeps the fingerprint earlier versions wrote (their outputs still resume).
+    full = run_record([DistributedDataClassifier(model_identifier=str(head_checkpoint))], None)
+    assert full["classifiers"][0]["model_fingerprint"] == model_fingerprint(head_checkpoint)
