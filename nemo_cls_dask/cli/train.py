@@ -188,4 +188,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {clf.near_chance_}", file=sys.stderr)
     print(f"saved to {out} (use: nemo-cls-dask classify INPUT OUTPUT --model {out})")
     return 0
-

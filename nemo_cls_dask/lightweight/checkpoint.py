@@ -33,7 +33,7 @@ from .kimcnn import KimCNN
 from .vocab import VOCAB_FILE, TextVocab, vocab_fingerprint
 
 #: ``config.json`` key and value that mark this layout.
-LAYOUT_KEY, LAYOUT = "architecture", "kimcnn"
+LAYOUT_KEY, LAYOUT = MarkerLayout.marker_key, "kimcnn"
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
 
 

@@ -44,7 +44,7 @@ from ..models.weights import check_shapes_on_meta, load_checked
 from .tfidf_linear import TfidfLinear
 from .tfidf_terms import FIRST_TERM_ID, TermAnalyzer, TermTokenizer
 
-LAYOUT_KEY, LAYOUT = "architecture", "tfidf-linear"
+LAYOUT_KEY, LAYOUT = MarkerLayout.marker_key, "tfidf-linear"
 SETTINGS_KEY, ANALYZER_KEY = "tfidf_linear", "analyzer"
 VOCAB_FILE = "tfidf_vocab.json"
 VOCAB_FORMAT, VOCAB_VERSION = "nemo_cls_dask.tfidf_vocab", 1
