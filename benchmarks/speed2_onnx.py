@@ -87,9 +87,14 @@ def quantize(source: Path) -> Path:
     graph = onnx.load(str(source), load_external_data=False).graph
     head = [node.name for node in graph.node if any(part in node.name for part in ("classifier", "pooler"))]
     path = source.with_name(source.stem + ".int8.onnx")
-    logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing" advice on every call
-    quantize_dynamic(str(source), str(path), weight_type=QuantType.QInt8, nodes_to_exclude=head,
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # "consider pre-processing" advice on every call
+    try:
+        quantize_dynamic(str(source), str(path), weight_type=QuantType.QInt8, nodes_to_exclude=head,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    finally:
+        root.setLevel(level)  # only this call is quietened: the caller's warnings still reach their handlers
     return path
 
 

@@ -13,6 +13,7 @@ checks the real thing on a GPU.
 from __future__ import annotations
 
 import enum
+import logging
 import sys
 import types
 
@@ -116,7 +117,8 @@ def test_float_lists_assembled_on_the_device_equal_the_pandas_path(cudf_columns,
     matrix = torch.arange(15, dtype=torch.float32).reshape(5, 3) / 4
     like = pd.DataFrame(index=[3, 4, 5, 6, 7])
     expected = pa.array(frames.float_list_column(matrix, valid, like)).to_pylist()
-    built = cudf_columns.float_list_column(matrix, valid, like)
+    with caplog.at_level(logging.WARNING, logger=cudf_columns.logger.name):
+        built = cudf_columns.float_list_column(matrix, valid, like)
     assert "through the host" not in caplog.text  # the device assembly ran, not the fallback
     assert built.index.tolist() == [3, 4, 5, 6, 7]
     assert pa.array(built).to_pylist() == expected
@@ -129,7 +131,8 @@ def test_label_lists_assembled_on_the_device_equal_the_pandas_path(cudf_columns,
     chosen = torch.tensor([[1, 0, 1], [1, 1, 1], [0, 0, 0], [0, 1, 0], [1, 1, 0]], dtype=torch.bool)
     like = pd.DataFrame(index=range(5))
     expected = pa.array(frames.label_list_column(("x", "y", "z"), chosen, valid, like)).to_pylist()
-    built = cudf_columns.label_list_column(("x", "y", "z"), chosen, valid, like)
+    with caplog.at_level(logging.WARNING, logger=cudf_columns.logger.name):
+        built = cudf_columns.label_list_column(("x", "y", "z"), chosen, valid, like)
     assert "through the host" not in caplog.text
     assert pa.array(built).to_pylist() == expected
 
@@ -139,6 +142,7 @@ def test_a_missing_pylibcudf_call_falls_back_to_the_host(cudf_columns, monkeypat
     cudf = sys.modules["cudf"]
     monkeypatch.setattr(cudf.Series, "from_arrow", classmethod(lambda cls, array: cls(pd.arrays.ArrowExtensionArray(array))), raising=False)
     valid = np.array([True, False, True])
-    built = cudf_columns.float_list_column(torch.ones(3, 2), valid, pd.DataFrame(index=range(3)))
+    with caplog.at_level(logging.WARNING, logger=cudf_columns.logger.name):
+        built = cudf_columns.float_list_column(torch.ones(3, 2), valid, pd.DataFrame(index=range(3)))
     assert "copying through the host" in caplog.text
     assert pa.array(built).to_pylist() == [[1.0, 1.0], None, [1.0, 1.0]]
