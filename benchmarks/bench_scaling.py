@@ -16,9 +16,21 @@ there are distinct descriptions). Two models:
 For each size: warm seconds, docs/s, seconds per 1,000 rows (constant = linear) and the
 largest worker's peak RSS during that compute (flat = memory per worker does not grow).
 
+Two ways to feed and collect the rows (``--io``):
+
+* ``memory`` (default): ``dd.from_pandas`` of the texts, results gathered to the client with
+  ``client.compute``. Simple, but the input sits in the graph and every result partition
+  waits in worker memory until all are gathered, so worker memory grows with the rows for
+  reasons that are the benchmark's, not the operator's.
+* ``parquet``: the texts written first as parquet shards of ``--partition-rows`` rows, read
+  with ``dd.read_parquet`` (one partition per shard) and the classified frame written with
+  ``to_parquet`` on the workers: the streaming pattern of a corpus job, where a worker holds
+  only the partitions it is working on. The output is read back to check that every row
+  came out once, in order.
+
 Usage::
 
-    python benchmarks/bench_scaling.py [--thin-rows 1000,10000,100000] [--minilm-rows 1000,10000]
+    python benchmarks/bench_scaling.py [--thin-rows 1000,10000,100000] [--minilm-rows 1000,10000] [--io parquet]
 """
 
 from __future__ import annotations
@@ -86,12 +98,41 @@ def measure(client, folder: Path, texts: list[str], partition_rows: int) -> tupl
     return seconds, max(client.run(peak_memory_mib).values())
 
 
+def measure_streaming(client, folder: Path, texts: list[str], partition_rows: int, scratch: Path) -> tuple[float, float]:
+    """As :func:`measure`, reading parquet shards and writing parquet on the workers: nothing is
+    gathered to the client, so worker memory is the operator's own working set."""
+    import dask.dataframe as dd
+
+    from nemo_cls_dask import DistributedDataClassifier
+
+    shards = scratch / f"in-{len(texts)}"
+    shards.mkdir()
+    for number, start in enumerate(range(0, len(texts), partition_rows)):
+        chunk = texts[start:start + partition_rows]
+        pd.DataFrame({"n": range(start, start + len(chunk)), "text": chunk}).to_parquet(
+            shards / f"part.{number:05d}.parquet", index=False)
+    classifier = DistributedDataClassifier(model_identifier=str(folder), label_field="pred")
+    frame = dd.read_parquet(str(shards))
+    client.compute(classifier(frame.partitions[:2])).result()  # load the model on both workers
+    client.run(reset_peak_memory)
+    output = scratch / f"out-{len(texts)}"
+    start = time.perf_counter()
+    classifier(frame).to_parquet(str(output), write_index=False, compute=True)
+    seconds = time.perf_counter() - start
+    written = pd.read_parquet(output, columns=["n", "pred"])
+    if written["n"].tolist() != list(range(len(texts))) or written["pred"].isna().any():
+        raise SystemExit("rows were lost, duplicated, reordered or left unlabelled")
+    return seconds, max(client.run(peak_memory_mib).values())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--thin-rows", default="1000,10000,100000")
     parser.add_argument("--minilm-rows", default="1000,10000")
     parser.add_argument("--partition-rows", type=int, default=2500)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--io", choices=("memory", "parquet"), default="memory",
+                        help="memory: from_pandas in, results gathered; parquet: shards in, to_parquet out (streaming)")
     args = parser.parse_args()
 
     from nemo_cls_dask import get_client
@@ -100,7 +141,7 @@ def main() -> None:
              "minilm": [int(x) for x in args.minilm_rows.split(",") if x]}
     texts = bench.load_texts(max(max(v, default=0) for v in sizes.values()))
     print(f"{os.cpu_count()} cores, {args.workers} workers x 1 thread, partitions of {args.partition_rows} rows; "
-          f"load average {os.getloadavg()[0]:.1f}")
+          f"rows fed and collected by --io {args.io}; load average {os.getloadavg()[0]:.1f}")
     print("| model | rows | warm seconds | docs/s | seconds per 1k rows | peak RSS of the largest worker, MiB |")
     print("|---|---|---|---|---|---|")
     client = get_client(n_workers=args.workers)
@@ -109,7 +150,12 @@ def main() -> None:
             folders = {"thin": build_thin_checkpoint(Path(tmp) / "thin"), "minilm": bench.build_checkpoint(Path(tmp) / "minilm", trained=False)}
             for name, rows_list in sizes.items():
                 for rows in rows_list:
-                    seconds, peak = measure(client, folders[name], texts[:rows], args.partition_rows)
+                    if args.io == "parquet":
+                        scratch = Path(tmp) / f"{name}-io"
+                        scratch.mkdir(exist_ok=True)
+                        seconds, peak = measure_streaming(client, folders[name], texts[:rows], args.partition_rows, scratch)
+                    else:
+                        seconds, peak = measure(client, folders[name], texts[:rows], args.partition_rows)
                     print(f"| {name} | {rows} | {seconds:.1f} | {rows / seconds:.1f} | {1000 * seconds / rows:.2f} | "
                           f"{peak:.0f} |", flush=True)
     finally:
