@@ -20,6 +20,7 @@ from torch import nn
 
 from ..allocator import tune_for_tensors
 from ..errors import ModelLoadError
+from .deberta_positions import cache_position_projections
 from .files import check_safetensors_complete, checkpoint_fingerprint, tokenizer_fingerprint  # noqa: F401  (public here too)
 from .heads import load_head_module  # noqa: F401  (public here too)
 from .hub import resolve_model_dir
@@ -94,6 +95,7 @@ def get_model(identifier: str, cache_dir: str | None = None, device: str | torch
             info = describe_model(identifier, cache_dir)
             layout = layout_named(info.layout)
             module = layout.load(info, cache_dir).to(target).eval()
+            cache_position_projections(module)  # DeBERTa: the same projections for every batch
             tokenizer = _tokenizer(layout, info)
             check_vocabulary(layout, module, tokenizer, info)
             loaded = LoadedModel(info, module, tokenizer, target)
