@@ -19,7 +19,9 @@ model already loaded:
 3. our engine in this process (``classifier(pandas_df)``, default settings);
 4. our operator end to end on a ``distributed`` LocalCluster (``--workers`` x 1 thread; other
    thread layouts with ``--extra-layouts 1x2``);
-5. a lever: the engine with torch dynamic int8 ``nn.Linear`` (opt-in only, agreement printed);
+5. levers: the engine with torch dynamic int8 ``nn.Linear`` (opt-in only, agreement printed),
+   with a smaller token budget, and (long rows) without the DeBERTa relative-position cache
+   (``nemo_cls_dask.models.deberta_positions``), the baseline of that cache;
 6. ONNX Runtime (``pip install -e .[bench]``; skipped with a message when absent): exported,
    ORT-transformer-fused, fp32 and dynamic int8, in original-order and length-sorted batches.
 
@@ -115,6 +117,8 @@ def run_workload(workload: workloads.Workload, args, scratch: Path) -> str:
         record(contenders.run_engine(workload))
     if not args.no_levers and "levers" not in skip:
         record(levers.run_engine_int8(workload))
+        if workload.name == "long":  # DeBERTa: the engine without its relative-position cache
+            record(levers.run_engine_without_position_cache(workload))
         # Lever: one long row per batch (DeBERTa's batch x heads x n x n position tensors
         # leave the caches as batches grow); for short rows, a quarter of the default budget.
         small = 512 if workload.name == "long" else 2048

@@ -86,3 +86,21 @@ def profile_engine(workload: Workload, rows: int, top: int = 12) -> str:
     for event in events[:top]:
         lines.append(f"| {event.key} | {100 * event.self_cpu_time_total / total:.1f}% | {event.count} |")
     return "\n".join(lines)
+
+
+def run_engine_without_position_cache(workload: Workload) -> Run:
+    """The engine as shipped but with DeBERTa's relative-position projections computed on
+    every batch, as transformers does (:mod:`nemo_cls_dask.models.deberta_positions` off):
+    the in-run baseline for that lever."""
+    import speed2_contenders
+
+    from nemo_cls_dask.models import loading
+
+    loading.clear_models()
+    cache = loading.cache_position_projections
+    loading.cache_position_projections = lambda module: 0
+    try:
+        return speed2_contenders.run_engine(workload, name="nemo_cls_dask engine, DeBERTa position cache off (lever)")
+    finally:
+        loading.cache_position_projections = cache
+        loading.clear_models()

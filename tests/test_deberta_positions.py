@@ -86,6 +86,24 @@ def test_an_in_place_weight_change_is_not_served_stale():
         assert torch.equal(cached(**batch).logits, plain(**batch).logits)
 
 
+def test_a_deep_copy_is_cached_on_its_own_weights():
+    reference = _model(**VARIANTS["v3-shared-keys"])
+    cached = copy.deepcopy(reference)
+    cache_position_projections(cached)
+    batch = _batches()[0]
+    with torch.inference_mode():
+        cached(**batch)  # fills the original's stores
+    clone = copy.deepcopy(cached)
+    changed = copy.deepcopy(reference)
+    with torch.no_grad():
+        for model in (clone, changed):
+            model.deberta.encoder.rel_embeddings.weight.mul_(-1.0)
+    with torch.inference_mode():
+        assert torch.equal(clone(**batch).logits, changed(**batch).logits)  # the copy's own weights
+        assert torch.equal(cached(**batch).logits, reference(**batch).logits)  # the original untouched
+    assert clone.deberta.encoder.get_rel_embedding.__self__ is clone.deberta.encoder
+
+
 def test_training_with_gradients_bypasses_the_cache():
     plain = _model(**VARIANTS["v3-shared-keys"])
     cached = copy.deepcopy(plain)

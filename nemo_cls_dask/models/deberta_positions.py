@@ -23,12 +23,22 @@ layer and autocast dtype (36 MiB for DeBERTa-v3-base in fp32).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import types
+from typing import Any
 
 import torch
 from torch import nn
 
 __all__ = ["cache_position_projections"]
+
+
+class _Store(dict):
+    """Stored tensors of one encoder. A deep copy of the model starts with an empty store: its
+    weights are new tensors whose version counters restart, so old keys could match stale
+    values."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "_Store":
+        return type(self)()
 
 
 def _autocast_key(device: torch.device) -> tuple[Any, ...]:
@@ -38,63 +48,56 @@ def _autocast_key(device: torch.device) -> tuple[Any, ...]:
     return (kind, None)
 
 
-def _shares_storage(tensor: torch.Tensor, stored: torch.Tensor) -> bool:
-    return tensor.device == stored.device and tensor.untyped_storage().data_ptr() == stored.untyped_storage().data_ptr()
-
-
-def _stored_rel_embedding(encoder: nn.Module, compute: Callable[[], Any], stored: dict[tuple[Any, ...], torch.Tensor]):
-    """A replacement ``get_rel_embedding``: one stored tensor per autocast state, while no
-    gradients are taken (its parameters' versions are part of the key)."""
-
-    def get_rel_embedding() -> Any:
-        if torch.is_grad_enabled():
-            return compute()
-        weight = encoder.rel_embeddings.weight
-        key = (*_autocast_key(weight.device), weight._version, *(p._version for p in _norm_parameters(encoder)))
-        found = stored.get(key)
-        if found is None:
-            found = compute()
-            if found is None:
-                return None
-            stored.clear()  # one entry: a changed weight or autocast dtype replaces the old one
-            stored[key] = found
-        return found
-
-    return get_rel_embedding
-
-
 def _norm_parameters(encoder: nn.Module) -> list[torch.Tensor]:
     norm = getattr(encoder, "LayerNorm", None)
     return list(norm.parameters()) if isinstance(norm, nn.Module) else []
 
 
-def _cached_projection(linear: nn.Linear, stored: dict[tuple[Any, ...], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A replacement ``forward`` for a projection that also receives the relative embeddings."""
-    plain = linear.forward
-    results: dict[tuple[Any, ...], torch.Tensor] = {}
-
-    def forward(hidden: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() or not stored:
-            return plain(hidden)
-        embedding = next(iter(stored.values()))
-        if not _shares_storage(hidden, embedding):
-            return plain(hidden)
-        key = (_autocast_key(hidden.device), tuple(hidden.shape), hidden.stride(), hidden.storage_offset(),
-               embedding.data_ptr(), linear.weight._version, None if linear.bias is None else linear.bias._version)
-        found = results.get(key)
+def _stored_rel_embedding(encoder: nn.Module) -> Any:
+    """Bound as the encoder's ``get_rel_embedding``: one stored tensor per autocast state and
+    weight version, while no gradients are taken."""
+    compute = type(encoder).get_rel_embedding
+    if torch.is_grad_enabled():
+        return compute(encoder)
+    weight = encoder.rel_embeddings.weight
+    key = (*_autocast_key(weight.device), weight._version, *(p._version for p in _norm_parameters(encoder)))
+    store = encoder._position_store
+    found = store.get(key)
+    if found is None:
+        found = compute(encoder)
         if found is None:
-            found = plain(hidden)
-            if len(results) > 8:  # stale keys (an old embedding, another dtype): bounded
-                results.clear()
-            results[key] = found
-        return found
+            return None
+        store.clear()  # one entry: a changed weight or autocast dtype replaces the old one
+        store[key] = found
+    return found
 
-    return forward
+
+def _cached_projection(linear: nn.Linear, hidden: torch.Tensor) -> torch.Tensor:
+    """Bound as ``forward`` of a projection that also receives the relative embeddings."""
+    store, results = linear._position_store, linear._position_results
+    if torch.is_grad_enabled() or not store:
+        return type(linear).forward(linear, hidden)
+    embedding = next(iter(store.values()))
+    if hidden.device != embedding.device or hidden.untyped_storage().data_ptr() != embedding.untyped_storage().data_ptr():
+        return type(linear).forward(linear, hidden)  # hidden states, not the stored embeddings
+    key = (_autocast_key(hidden.device), tuple(hidden.shape), hidden.stride(), hidden.storage_offset(),
+           embedding.data_ptr(), linear.weight._version, None if linear.bias is None else linear.bias._version)
+    found = results.get(key)
+    if found is None:
+        found = type(linear).forward(linear, hidden)
+        if len(results) > 8:  # stale keys (an old embedding, another dtype): bounded
+            results.clear()
+        results[key] = found
+    return found
 
 
 def cache_position_projections(model: nn.Module) -> int:
     """Cache, in place, the relative-position projections of every DeBERTa-v2/v3 encoder in
-    ``model``; returns how many attention layers were changed (0 for other architectures)."""
+    ``model``; returns how many attention layers were changed (0 for other architectures).
+
+    The replaced methods are bound to their own modules, so a ``copy.deepcopy`` of the model
+    is cached on its own weights (with empty stores); ``state_dict`` is unchanged.
+    """
     try:
         from transformers.models.deberta_v2 import modeling_deberta_v2 as deberta
     except ImportError:  # pragma: no cover - transformers always ships it
@@ -103,8 +106,11 @@ def cache_position_projections(model: nn.Module) -> int:
     for encoder in model.modules():
         if not isinstance(encoder, deberta.DebertaV2Encoder) or not getattr(encoder, "relative_attention", False):
             continue
-        stored: dict[tuple[Any, ...], torch.Tensor] = {}
-        encoder.get_rel_embedding = _stored_rel_embedding(encoder, encoder.get_rel_embedding, stored)
+        if "_position_store" in vars(encoder):
+            continue  # cached already
+        store = _Store()
+        encoder._position_store = store
+        encoder.get_rel_embedding = types.MethodType(_stored_rel_embedding, encoder)
         for attention in encoder.modules():
             if not isinstance(attention, deberta.DisentangledSelfAttention):
                 continue
@@ -112,6 +118,8 @@ def cache_position_projections(model: nn.Module) -> int:
             for name in names:
                 linear = getattr(attention, name, None)
                 if isinstance(linear, nn.Linear):
-                    linear.forward = _cached_projection(linear, stored)  # an instance attribute: state_dict unchanged
+                    linear._position_store = store
+                    linear._position_results = _Store()
+                    linear.forward = types.MethodType(_cached_projection, linear)
             changed += 1
     return changed
