@@ -119,7 +119,7 @@ def measure_streaming(client, folder: Path, texts: list[str], partition_rows: in
     start = time.perf_counter()
     classifier(frame).to_parquet(str(output), write_index=False, compute=True)
     seconds = time.perf_counter() - start
-    written = pd.read_parquet(output, columns=["n", "pred"])
+    written = dd.read_parquet(str(output), columns=["n", "pred"]).compute()  # part.10 after part.9, unlike pd
     if written["n"].tolist() != list(range(len(texts))) or written["pred"].isna().any():
         raise SystemExit("rows were lost, duplicated, reordered or left unlabelled")
     return seconds, max(client.run(peak_memory_mib).values())
