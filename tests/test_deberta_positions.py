@@ -43,6 +43,16 @@ def _batches() -> list[dict[str, torch.Tensor]]:
     return batches
 
 
+def _plain_and_warm_cached(batch: dict[str, torch.Tensor], **overrides) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """A plain model and a cached copy of it whose stores one inference pass on ``batch`` filled."""
+    plain = _model(**overrides)
+    cached = copy.deepcopy(plain)
+    cache_position_projections(cached)
+    with torch.inference_mode():
+        cached(**batch)
+    return plain, cached
+
+
 @pytest.mark.parametrize("overrides", list(VARIANTS.values()), ids=list(VARIANTS))
 def test_cached_model_gives_the_plain_models_logits_exactly(overrides):
     plain = _model(**overrides)
@@ -72,12 +82,8 @@ def test_projections_are_computed_once_and_reused(overrides):
 
 
 def test_an_in_place_weight_change_is_not_served_stale():
-    plain = _model(**VARIANTS["v3-shared-keys"])
-    cached = copy.deepcopy(plain)
-    cache_position_projections(cached)
     batch = _batches()[0]
-    with torch.inference_mode():
-        cached(**batch)  # fills the caches
+    plain, cached = _plain_and_warm_cached(batch, **VARIANTS["v3-shared-keys"])
     with torch.no_grad():
         for model in (plain, cached):
             model.deberta.encoder.layer[0].attention.self.key_proj.weight.mul_(1.5)
@@ -87,12 +93,8 @@ def test_an_in_place_weight_change_is_not_served_stale():
 
 
 def test_a_deep_copy_is_cached_on_its_own_weights():
-    reference = _model(**VARIANTS["v3-shared-keys"])
-    cached = copy.deepcopy(reference)
-    cache_position_projections(cached)
     batch = _batches()[0]
-    with torch.inference_mode():
-        cached(**batch)  # fills the original's stores
+    reference, cached = _plain_and_warm_cached(batch, **VARIANTS["v3-shared-keys"])
     clone = copy.deepcopy(cached)
     changed = copy.deepcopy(reference)
     with torch.no_grad():
@@ -105,12 +107,9 @@ def test_a_deep_copy_is_cached_on_its_own_weights():
 
 
 def test_training_with_gradients_bypasses_the_cache():
-    plain = _model(**VARIANTS["v3-shared-keys"])
-    cached = copy.deepcopy(plain)
-    cache_position_projections(cached)
     batch = _batches()[1]
-    with torch.inference_mode():
-        cached(**batch)  # an inference pass first: its stored tensors must not leak into training
+    # An inference pass first: its stored tensors must not leak into training.
+    plain, cached = _plain_and_warm_cached(batch, **VARIANTS["v3-shared-keys"])
     for model in (plain, cached):
         model.train()
         torch.manual_seed(3)  # same dropout masks in both
