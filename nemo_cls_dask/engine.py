@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .allocator import release_free_heap
 from .batching import (
     DEFAULT_CPU_ATTENTION_CELLS,
     DEFAULT_CPU_BATCH_TOKENS,
@@ -242,6 +243,8 @@ def infer(
                 on_batch(len(rows))
     _record(rows=int(valid_rows.size), real_tokens=encoded.num_tokens, padded_tokens=padded_tokens,
             batches=len(batches), oom_splits=splits)
+    if device.type == "cpu":
+        release_free_heap()  # the batches' freed activations: keep RSS bounded by one call's work
     return Inference(out, vectors, samples)
 
 
