@@ -82,30 +82,26 @@ def release_free_heap() -> bool:
     return bool(trim(0)) if trim is not None else False
 
 
-@functools.lru_cache(maxsize=1)
 def _malloc_trim():
     """glibc's ``malloc_trim``, or None on another C library."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        function = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = (ctypes.c_size_t,)
-    function.restype = ctypes.c_int
-    return function
+    return _libc_function("malloc_trim", (ctypes.c_size_t,))
 
 
 def _mallopt():
     """glibc's ``mallopt``, or None on another C library."""
-    name = ctypes.util.find_library("c")
-    if name is None:
+    return _libc_function("mallopt", (ctypes.c_int, ctypes.c_int))
+
+
+@functools.lru_cache(maxsize=None)
+def _libc_function(name: str, argtypes: tuple):
+    """The C library's function ``name`` returning ``int``, or None where it has none."""
+    library = ctypes.util.find_library("c")
+    if library is None:
         return None
     try:
-        function = ctypes.CDLL(name).mallopt
+        function = getattr(ctypes.CDLL(library), name)
     except (OSError, AttributeError):
         return None
-    function.argtypes = (ctypes.c_int, ctypes.c_int)
+    function.argtypes = argtypes
     function.restype = ctypes.c_int
     return function
