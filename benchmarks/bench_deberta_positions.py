@@ -17,6 +17,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -31,6 +32,7 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import speed2_levers  # noqa: E402
 import speed2_workloads  # noqa: E402
 
 
@@ -38,21 +40,17 @@ def timed_pass(folder: Path, texts: list[str], cached: bool) -> tuple[float, lis
     """One engine pass over ``texts`` with the model loaded afresh (cache on or off), after a
     two-row warm-up."""
     from nemo_cls_dask import DistributedDataClassifier
-    from nemo_cls_dask.models import loading
+    from nemo_cls_dask.models.loading import clear_models
 
-    loading.clear_models()
-    cache = loading.cache_position_projections
-    if not cached:
-        loading.cache_position_projections = lambda module: 0
-    try:
+    clear_models()
+    with contextlib.nullcontext() if cached else speed2_levers.position_cache_off():
         classifier = DistributedDataClassifier(model_identifier=str(folder), label_field="pred", max_seq_length=512)
         classifier(pd.DataFrame({"text": texts[:2]}))
         start = time.perf_counter()
         out = classifier(pd.DataFrame({"text": texts}))
-        return time.perf_counter() - start, out["pred"].tolist()
-    finally:
-        loading.cache_position_projections = cache
-        loading.clear_models()
+        seconds = time.perf_counter() - start
+    clear_models()
+    return seconds, out["pred"].tolist()
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ import argparse
 import ctypes
 import importlib.util
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +39,9 @@ _spec = importlib.util.spec_from_file_location("bench_inference", Path(__file__)
 bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed2_contenders import peak_memory_mib  # noqa: E402
+
 MiB = 1 << 20
 ROWS = 2500
 
@@ -47,13 +51,6 @@ class MallInfo2(ctypes.Structure):
 
     _fields_ = [(name, ctypes.c_size_t) for name in
                 ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-
-def peak_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def main() -> None:
@@ -72,7 +69,7 @@ def main() -> None:
 
     def report(tag: str) -> None:
         heap = libc.mallinfo2()
-        print(f"| {tag} | {psutil.Process().memory_info().rss / MiB:.0f} | {peak_rss_mib():.0f} | {heap.arena / MiB:.0f} | "
+        print(f"| {tag} | {psutil.Process().memory_info().rss / MiB:.0f} | {peak_memory_mib():.0f} | {heap.arena / MiB:.0f} | "
               f"{heap.uordblks / MiB:.0f} | {heap.fordblks / MiB:.0f} |", flush=True)
 
     torch.set_num_threads(args.threads)

@@ -10,10 +10,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import time
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -88,19 +90,27 @@ def profile_engine(workload: Workload, rows: int, top: int = 12) -> str:
     return "\n".join(lines)
 
 
-def run_engine_without_position_cache(workload: Workload) -> Run:
-    """The engine as shipped but with DeBERTa's relative-position projections computed on
-    every batch, as transformers does (:mod:`nemo_cls_dask.models.deberta_positions` off):
-    the in-run baseline for that lever."""
-    import speed2_contenders
-
+@contextlib.contextmanager
+def position_cache_off() -> Iterator[None]:
+    """Models loaded inside compute DeBERTa's relative-position projections on every batch, as
+    transformers does (:mod:`nemo_cls_dask.models.deberta_positions` off); the model registry
+    is cleared on entry and exit, so no model crosses the boundary."""
     from nemo_cls_dask.models import loading
 
     loading.clear_models()
     cache = loading.cache_position_projections
     loading.cache_position_projections = lambda module: 0
     try:
-        return speed2_contenders.run_engine(workload, name="nemo_cls_dask engine, DeBERTa position cache off (lever)")
+        yield
     finally:
         loading.cache_position_projections = cache
         loading.clear_models()
+
+
+def run_engine_without_position_cache(workload: Workload) -> Run:
+    """The engine as shipped but with the DeBERTa position cache off: the in-run baseline for
+    that lever."""
+    import speed2_contenders
+
+    with position_cache_off():
+        return speed2_contenders.run_engine(workload, name="nemo_cls_dask engine, DeBERTa position cache off (lever)")

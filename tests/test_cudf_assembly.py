@@ -109,17 +109,24 @@ def cudf_columns(monkeypatch):
     return cudf_columns
 
 
+@pytest.fixture
+def cudf_warnings(caplog, cudf_columns):
+    """The captured log of ``cudf_columns``'s own logger at WARNING, whatever other code in this
+    process did to the root logger's level."""
+    caplog.set_level(logging.WARNING, logger=cudf_columns.logger.name)
+    return caplog
+
+
 VALIDITY = [np.ones(5, dtype=bool), np.array([True, False, True, True, False]), np.zeros(5, dtype=bool)]
 
 
 @pytest.mark.parametrize("valid", VALIDITY, ids=["all-valid", "two-null", "all-null"])
-def test_float_lists_assembled_on_the_device_equal_the_pandas_path(cudf_columns, caplog, valid):
+def test_float_lists_assembled_on_the_device_equal_the_pandas_path(cudf_columns, cudf_warnings, valid):
     matrix = torch.arange(15, dtype=torch.float32).reshape(5, 3) / 4
     like = pd.DataFrame(index=[3, 4, 5, 6, 7])
     expected = pa.array(frames.float_list_column(matrix, valid, like)).to_pylist()
-    with caplog.at_level(logging.WARNING, logger=cudf_columns.logger.name):
-        built = cudf_columns.float_list_column(matrix, valid, like)
-    assert "through the host" not in caplog.text  # the device assembly ran, not the fallback
+    built = cudf_columns.float_list_column(matrix, valid, like)
+    assert "through the host" not in cudf_warnings.text  # the device assembly ran, not the fallback
     assert built.index.tolist() == [3, 4, 5, 6, 7]
     assert pa.array(built).to_pylist() == expected
     # Null rows hold no values (no "non-empty nulls"): the child has valid rows x width values.
@@ -127,22 +134,20 @@ def test_float_lists_assembled_on_the_device_equal_the_pandas_path(cudf_columns,
 
 
 @pytest.mark.parametrize("valid", VALIDITY, ids=["all-valid", "two-null", "all-null"])
-def test_label_lists_assembled_on_the_device_equal_the_pandas_path(cudf_columns, caplog, valid):
+def test_label_lists_assembled_on_the_device_equal_the_pandas_path(cudf_columns, cudf_warnings, valid):
     chosen = torch.tensor([[1, 0, 1], [1, 1, 1], [0, 0, 0], [0, 1, 0], [1, 1, 0]], dtype=torch.bool)
     like = pd.DataFrame(index=range(5))
     expected = pa.array(frames.label_list_column(("x", "y", "z"), chosen, valid, like)).to_pylist()
-    with caplog.at_level(logging.WARNING, logger=cudf_columns.logger.name):
-        built = cudf_columns.label_list_column(("x", "y", "z"), chosen, valid, like)
-    assert "through the host" not in caplog.text
+    built = cudf_columns.label_list_column(("x", "y", "z"), chosen, valid, like)
+    assert "through the host" not in cudf_warnings.text
     assert pa.array(built).to_pylist() == expected
 
 
-def test_a_missing_pylibcudf_call_falls_back_to_the_host(cudf_columns, monkeypatch, caplog):
+def test_a_missing_pylibcudf_call_falls_back_to_the_host(cudf_columns, monkeypatch, cudf_warnings):
     monkeypatch.delattr(sys.modules["pylibcudf"], "transform")
     cudf = sys.modules["cudf"]
     monkeypatch.setattr(cudf.Series, "from_arrow", classmethod(lambda cls, array: cls(pd.arrays.ArrowExtensionArray(array))), raising=False)
     valid = np.array([True, False, True])
-    with caplog.at_level(logging.WARNING, logger=cudf_columns.logger.name):
-        built = cudf_columns.float_list_column(torch.ones(3, 2), valid, pd.DataFrame(index=range(3)))
-    assert "copying through the host" in caplog.text
+    built = cudf_columns.float_list_column(torch.ones(3, 2), valid, pd.DataFrame(index=range(3)))
+    assert "copying through the host" in cudf_warnings.text
     assert pa.array(built).to_pylist() == [[1.0, 1.0], None, [1.0, 1.0]]
