@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import importlib.util
 import os
 import sys
 import tempfile
@@ -35,11 +34,8 @@ import pandas as pd
 import psutil
 import torch
 
-_spec = importlib.util.spec_from_file_location("bench_inference", Path(__file__).with_name("bench_inference.py"))
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_inference as bench  # noqa: E402
 from speed2_contenders import peak_memory_mib  # noqa: E402
 
 MiB = 1 << 20
